@@ -44,3 +44,117 @@ def install():
     _provide_distutils()
     _shim_torchvision_functional_tensor()
     _installed = True
+
+
+# --- Training-time fixes (train.py / test.py apply them; GPU runs keep BasicSR's code paths) -------------------
+
+def accept_dashed_local_rank(argv):
+    """``python -m torch.distributed.launch`` passes ``--local-rank=N`` (torch >= 2.0); BasicSR's parser only
+    knows ``--local_rank``. Return argv with the dashed spelling rewritten (the value is unused either way:
+    the launcher also sets the LOCAL_RANK environment variable)."""
+    return [('--local_rank' + a[len('--local-rank'):]) if a.startswith('--local-rank') else a for a in argv]
+
+
+def _init_dist_on_cpu(launcher, backend='nccl', **kwargs):
+    """Like basicsr.utils.dist_util.init_dist, for machines without CUDA: gloo backend, no cuda.set_device."""
+    import os
+    import subprocess
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
+    if launcher == 'slurm':  # the environment BasicSR's _init_dist_slurm sets, without the GPU index
+        port = kwargs.pop('port', None)
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(
+            f"scontrol show hostname {os.environ['SLURM_NODELIST']} | head -n1")
+        os.environ['MASTER_PORT'] = str(port or os.environ.get('MASTER_PORT', '29500'))
+        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+        os.environ['RANK'] = os.environ['SLURM_PROCID']
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    elif launcher != 'pytorch':
+        raise ValueError(f'Invalid launcher type: {launcher}')
+    dist.init_process_group(backend='gloo', **kwargs)
+
+
+def _cpu_aware_init_dist(launcher, backend='nccl', **kwargs):
+    import torch
+    from basicsr.utils import dist_util
+    if torch.cuda.is_available():
+        return dist_util.init_dist(launcher, backend, **kwargs)  # BasicSR's own (NCCL, one GPU per rank)
+    return _init_dist_on_cpu(launcher, backend, **kwargs)
+
+
+def _cpu_aware_model_to_device(original):
+    """BaseModel.model_to_device builds DDP with device_ids=[torch.cuda.current_device()]; without CUDA,
+    DDP must get device_ids=None (CPU module, gloo all-reduce)."""
+
+    def model_to_device(self, net):
+        import torch
+        from torch.nn.parallel import DistributedDataParallel
+        if self.opt['dist'] and not torch.cuda.is_available():
+            return DistributedDataParallel(
+                net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        return original(self, net)
+
+    model_to_device.__wrapped__ = original
+    return model_to_device
+
+
+def load_resume_state(opt):
+    """basicsr.train.load_resume_state without its two breakages: it maps the state onto
+    torch.cuda.current_device() (fails without CUDA; kept when CUDA is there) and relies on torch.load's old
+    weights_only=False default (the state holds the scheduler's Counter of milestones). With --auto_resume a
+    newest state that cannot be read (a run killed while writing it) is skipped for the one before it."""
+    import os.path as osp
+
+    import torch
+    from basicsr.utils import check_resume, get_root_logger, scandir
+    if torch.cuda.is_available():
+        device_id = torch.cuda.current_device()
+        map_location = lambda storage, loc: storage.cuda(device_id)  # noqa: E731  (BasicSR's choice)
+    else:
+        map_location = 'cpu'
+    if opt['auto_resume']:
+        state_dir = osp.join('experiments', opt['name'], 'training_states')
+        iters = sorted((int(float(name[:-len('.state')]))
+                        for name in (scandir(state_dir, suffix='state') if osp.isdir(state_dir) else [])),
+                       reverse=True)
+        candidates = [osp.join(state_dir, f'{it}.state') for it in iters]
+    else:
+        candidates = [opt['path']['resume_state']] if opt['path'].get('resume_state') else []
+    for i, path in enumerate(candidates):
+        try:
+            resume_state = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as err:  # noqa: BLE001  (any unreadable file: truncated zip, empty file, ...)
+            if not opt['auto_resume'] or i + 1 == len(candidates):
+                raise RuntimeError(f'cannot read training state {path}: {err}') from err
+            get_root_logger().warning(f'Skipping unreadable training state {path}: {err}')
+            continue
+        opt['path']['resume_state'] = path
+        check_resume(opt, resume_state['iter'])
+        return resume_state
+    return None
+
+
+_training_fixes_installed = False
+
+
+def install_training_fixes():
+    """Patch BasicSR's training/testing entry points for CPU-only machines and new torch. Idempotent.
+
+    - basicsr.train.load_resume_state -> :func:`load_resume_state` (resume without CUDA, torch.load);
+    - init_dist as used by basicsr.utils.options.parse_options -> gloo without CUDA, BasicSR's with CUDA;
+    - BaseModel.model_to_device -> DDP without device_ids when there is no CUDA.
+    """
+    global _training_fixes_installed
+    if _training_fixes_installed:
+        return
+    install()
+    import basicsr.train
+    import basicsr.utils.options
+    from basicsr.models.base_model import BaseModel
+    basicsr.train.load_resume_state = load_resume_state
+    basicsr.utils.options.init_dist = _cpu_aware_init_dist
+    BaseModel.model_to_device = _cpu_aware_model_to_device(BaseModel.model_to_device)
+    _training_fixes_installed = True

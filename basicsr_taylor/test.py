@@ -1,0 +1,27 @@
+"""Test (PSNR/SSIM, saved images) with BasicSR's own pipeline and flags, with TaylorSwinIR registered.
+
+    python basicsr_taylor/test.py -opt options/test_x2.yml
+    python -m basicsr_taylor.test -opt ...           basicsr-taylor-test -opt ...
+
+results/ is created under the current directory.
+"""
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a file: sys.path[0] is basicsr_taylor/, make the package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import basicsr_taylor  # noqa: E402,F401  (compat.install() and architecture registration)
+from basicsr_taylor import compat  # noqa: E402
+
+
+def main(argv=None):
+    """Run basicsr.test.test_pipeline with root_path = the current directory. ``argv`` defaults to sys.argv[1:]."""
+    compat.install_training_fixes()
+    import basicsr.test
+    sys.argv = [sys.argv[0]] + compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
+    basicsr.test.test_pipeline(os.getcwd())
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,28 @@
+"""Train with BasicSR's own pipeline and flags, with TaylorSwinIR registered.
+
+    python basicsr_taylor/train.py -opt options/train_x2.yml [--launcher none|pytorch|slurm] [--auto_resume]
+    python -m basicsr_taylor.train -opt ...          basicsr-taylor-train -opt ...
+    torchrun --nproc_per_node=8 basicsr_taylor/train.py -opt options/train_x2.yml --launcher pytorch
+
+experiments/ and tb_logger/ are created under the current directory (where --auto_resume looks for them).
+"""
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a file: sys.path[0] is basicsr_taylor/, make the package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import basicsr_taylor  # noqa: E402,F401  (compat.install() and architecture registration)
+from basicsr_taylor import compat  # noqa: E402
+
+
+def main(argv=None):
+    """Run basicsr.train.train_pipeline with root_path = the current directory. ``argv`` defaults to sys.argv[1:]."""
+    compat.install_training_fixes()
+    import basicsr.train
+    sys.argv = [sys.argv[0]] + compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
+    basicsr.train.train_pipeline(os.getcwd())
+
+
+if __name__ == '__main__':
+    main()
