@@ -29,29 +29,42 @@ UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
 POS_ENCODINGS = ('conv', 'none')
 
 
-@lru_cache(maxsize=32)
 def shifted_window_regions(height, width, window_size, shift_size, device):
     """Region ids (num_windows, window_size²) of a feature map rolled by -shift_size, with values in 0..3.
 
     Rows from the bottom shift_size rows of the rolled map wrapped around from the top, and likewise for
     columns; a window mixes at most two row groups and two column groups, so 4 ids suffice.
+    Cached per size, except while torch.export traces the network (symbolic sizes, fake tensors).
     """
+    if torch.compiler.is_exporting():
+        return _shifted_window_regions(height, width, window_size, shift_size, device)
+    return _cached_shifted_window_regions(height, width, window_size, shift_size, device)
+
+
+def _shifted_window_regions(height, width, window_size, shift_size, device):
     rows = (torch.arange(height, device=device) >= height - shift_size).long()
     cols = (torch.arange(width, device=device) >= width - shift_size).long()
     ids = (2 * rows[:, None] + cols[None, :])[None, :, :, None]  # (1, H, W, 1)
     return window_partition(ids, window_size).reshape(-1, window_size * window_size)
 
 
+_cached_shifted_window_regions = lru_cache(maxsize=32)(_shifted_window_regions)
+
+
 def pad_to_multiple(x, multiple):
-    """Reflect-pad the bottom and right of (B, C, H, W) to multiples of ``multiple`` (replicate where the
-    image is too small to reflect)."""
-    pad_h, pad_w = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
-    while pad_h or pad_w:
-        step_h, step_w = min(pad_h, x.shape[-2] - 1), min(pad_w, x.shape[-1] - 1)
-        if (pad_h and step_h == 0) or (pad_w and step_w == 0):
-            return F.pad(x, (0, pad_w, 0, pad_h), mode='replicate')
-        x = F.pad(x, (0, step_w, 0, step_h), mode='reflect')
-        pad_h, pad_w = pad_h - step_h, pad_w - step_w
+    """Reflect-pad the bottom and right of (B, C, H, W) to multiples of ``multiple``.
+
+    Padding wider than the image keeps reflecting (period 2(n-1)); a 1-pixel side is replicated. Index
+    arithmetic on tensors, so an exported (ONNX) graph pads correctly for every input size.
+    """
+    for dim in (-2, -1):
+        size = x.shape[dim]
+        pad = (-size) % multiple
+        period = max(2 * size - 2, 1)
+        pos = torch.arange(size, size + pad, device=x.device)
+        pos = pos.remainder(torch.full_like(pos, period))  # position in the reflection period
+        index = torch.where(pos < size, pos, period - pos)  # i -> i, then mirrored back: period - i
+        x = torch.cat([x, x.index_select(dim, index)], dim=dim)
     return x
 
 
