@@ -1,0 +1,201 @@
+"""Super-resolve your own images with a trained TaylorSwinIR (or any BasicSR network_g) checkpoint.
+
+    basicsr-taylor-infer -i INPUT -o OUTDIR --model net_g_latest.pth [--opt options/train_x2.yml]
+                         [--tile 256] [--tile-overlap 32] [--precision fp32|fp16|bf16] [--device auto|cpu|cuda]
+
+INPUT is an image file or a folder of them. Outputs keep the input names plus a suffix (``baby.png`` ->
+``baby_x2.png``). Grayscale, RGBA (alpha upscaled separately), 16-bit (written back 16-bit) and EXIF-rotated
+images are handled; unreadable files are reported and skipped. Exit code: 0 if every image was written,
+1 if any failed, 2 for a usage error (bad checkpoint, option file or arguments).
+"""
+import argparse
+import logging
+import sys
+import time
+from os import path as osp
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
+from basicsr.utils import img2tensor, scandir, tensor2img
+from basicsr_taylor.checkpoint import (CheckpointError, load_network, network_in_channels, network_scale,
+                                       network_window_size)
+from basicsr_taylor.image_io import (IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float,
+                                     write_image)
+from basicsr_taylor.tiling import check_tile_options, tiled_forward
+
+PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+ALPHA_UPSAMPLERS = ('bicubic', 'model')
+logger = logging.getLogger('basicsr_taylor.infer')
+
+
+def resolve_device(name):
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'--device {name}: CUDA is not available on this machine (use --device cpu or auto)')
+    return device
+
+
+def check_precision(precision, device):
+    if precision not in PRECISIONS:
+        raise ValueError(f'--precision must be one of {tuple(PRECISIONS)}, got {precision!r}')
+    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise ValueError('--precision bf16: this GPU does not support bfloat16 (use fp16 or fp32)')
+
+
+class Upscaler:
+    """A network plus how to run it: device, precision, tiling. Call it on (B, C, H, W) float CPU tensors.
+
+    fp16/bf16 run under autocast (weights stay float32; normalisations and TaylorShift's sums stay in float32).
+    A tile whose half-precision output is not finite is recomputed in float32, with a warning.
+    """
+
+    def __init__(self, network, scale, device, precision='fp32', tile=0, tile_overlap=32, progress=False):
+        check_tile_options(tile, tile_overlap)
+        check_precision(precision, device)
+        self.network = network.to(device).eval()
+        self.scale = scale
+        self.device = device
+        self.dtype = PRECISIONS[precision]
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.progress = progress
+        self.fp32_fallbacks = 0
+
+    @torch.inference_mode()
+    def _forward(self, x):
+        x = x.to(self.device)
+        if self.dtype != torch.float32:
+            with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+                out = self.network(x).float()
+            if torch.isfinite(out).all():
+                return out
+            self.fp32_fallbacks += 1
+            logger.warning('non-finite %s output on a %dx%d tile: recomputed in fp32', self.dtype, *x.shape[-2:])
+        return self.network(x).float()
+
+    def __call__(self, x):
+        return tiled_forward(self._forward, x, self.scale, self.tile, self.tile_overlap, progress=self.progress)
+
+
+def upscale_image(image, upscaler, in_channels, alpha_upsampler='bicubic'):
+    """Super-resolve an (H, W) or (H, W, 3|4) BGR[A] uint8/uint16 array; same layout and dtype out."""
+    pixels, _ = to_unit_float(image)
+    alpha = None
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels, alpha = pixels[:, :, :3], pixels[:, :, 3]
+    sr = _upscale_channels(pixels, upscaler, in_channels)
+    if alpha is not None:
+        if alpha_upsampler == 'model':
+            sr_alpha = _upscale_channels(alpha, upscaler, in_channels)
+        else:
+            height, width = alpha.shape
+            sr_alpha = cv2.resize(alpha, (width * upscaler.scale, height * upscaler.scale),
+                                  interpolation=cv2.INTER_CUBIC)
+        sr = np.dstack([sr, np.clip(sr_alpha, 0, 1)])
+    return from_unit_float(sr, image.dtype)
+
+
+def _upscale_channels(pixels, upscaler, in_channels):
+    """float (H, W) gray or (H, W, 3) BGR in [0, 1] -> float [0, 1] of the same layout, upscaled."""
+    gray = pixels.ndim == 2
+    if in_channels == 3:  # gray is repeated to RGB, and the three outputs averaged back
+        bgr = np.repeat(pixels[:, :, None], 3, axis=2) if gray else pixels
+        out = tensor2img(upscaler(img2tensor(bgr, bgr2rgb=True)[None]), rgb2bgr=True, out_type=np.float32)
+        return out.mean(axis=2) if gray else out
+    if in_channels == 1:  # each channel on its own, as a batch
+        planes = pixels[None] if gray else pixels.transpose(2, 0, 1)
+        out = upscaler(torch.from_numpy(np.ascontiguousarray(planes))[:, None]).clamp_(0, 1)[:, 0].numpy()
+        return out[0] if gray else out.transpose(1, 2, 0)
+    raise ValueError(f'networks with in_chans={in_channels} are not supported (1 or 3)')
+
+
+def list_images(input_path):
+    """[input_path] for a file; the images of a folder (by extension, any case), sorted."""
+    if osp.isfile(input_path):
+        return [input_path]
+    if osp.isdir(input_path):
+        return sorted(osp.join(input_path, name) for name in scandir(input_path)
+                      if osp.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith('.'))
+    raise FileNotFoundError(f'--input {input_path}: no such file or folder')
+
+
+def output_path(image_path, output_dir, suffix, extension):
+    stem, input_extension = osp.splitext(osp.basename(image_path))
+    extension = input_extension if extension == 'auto' else '.' + extension.lstrip('.')
+    return osp.join(output_dir, f'{stem}{suffix}{extension}')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='basicsr-taylor-infer', description='Super-resolve images with a BasicSR/TaylorSwinIR checkpoint.')
+    parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
+    parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
+    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
+    parser.add_argument('--opt', default=None,
+                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
+    parser.add_argument('--tile', type=int, default=0,
+                        help='tile side in input pixels, 0 = whole image (use a multiple of window_size)')
+    parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in input pixels')
+    parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32')
+    parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
+    parser.add_argument('--suffix', default=None, help='added to output names (default: _x<scale>)')
+    parser.add_argument('--ext', default='auto', help='output format: auto (same as input) | png | jpg | tif | ...')
+    parser.add_argument('--alpha-upsampler', choices=ALPHA_UPSAMPLERS, default='bicubic',
+                        help='how to upscale an alpha channel: bicubic, or with the network as a gray image')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s: %(message)s')
+    try:
+        device = resolve_device(args.device)
+        network, network_opt, opt_path = load_network(args.model, args.opt)
+        scale = network_scale(network, network_opt)
+        upscaler = Upscaler(network, scale, device, args.precision, args.tile, args.tile_overlap, progress=True)
+        images = list_images(args.input)
+    except (CheckpointError, ValueError, FileNotFoundError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    if not images:
+        print(f'error: no images ({", ".join(IMAGE_EXTENSIONS)}) in {args.input}', file=sys.stderr)
+        return 2
+    window = network_window_size(network, network_opt)
+    if args.tile and args.tile % window:
+        logger.info('--tile %d is not a multiple of window_size %d: each tile is padded to one', args.tile, window)
+    in_channels = network_in_channels(network, network_opt)
+    suffix = f'_x{scale}' if args.suffix is None else args.suffix
+    logger.info('network_g of %s (x%d) on %s, %s; %d image(s)', opt_path, scale, device, args.precision, len(images))
+    failed = []
+    for image_path in tqdm(images, desc='images', unit='img'):
+        target = output_path(image_path, args.output, suffix, args.ext)
+        start = time.perf_counter()
+        try:
+            if osp.abspath(target) == osp.abspath(image_path):
+                raise ValueError('output would overwrite the input (give another --output or --suffix)')
+            image = read_image(image_path)
+            write_image(upscale_image(image, upscaler, in_channels, args.alpha_upsampler), target)
+        except (ImageReadError, OSError, ValueError, RuntimeError) as error:
+            failed.append(image_path)
+            hint = ' (try a smaller --tile)' if isinstance(error, torch.OutOfMemoryError) else ''
+            tqdm.write(f'FAILED {image_path}: {error}{hint}', file=sys.stderr)
+            continue
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        height, width = image.shape[:2]
+        tqdm.write(f'{osp.basename(image_path)}: {width}x{height} -> {width * scale}x{height * scale} '
+                   f'in {time.perf_counter() - start:.2f}s -> {target}')
+    print(f'{len(images) - len(failed)} of {len(images)} image(s) written to {args.output}'
+          + (f'; {len(failed)} failed: {", ".join(map(osp.basename, failed))}' if failed else ''))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

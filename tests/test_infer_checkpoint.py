@@ -1,0 +1,114 @@
+"""Loading BasicSR checkpoints for inference: params_ema first, weights-only, option-file discovery, mismatches."""
+import os
+
+import pytest
+import torch
+import yaml
+
+import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
+from basicsr_taylor.checkpoint import (CheckpointError, describe_weights, find_option_file, load_network,
+                                       load_state_dict)
+
+TINY = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2,
+            upsampler='pixelshuffle')
+
+
+def build(seed=0, **overrides):
+    from basicsr.archs import build_network
+    torch.manual_seed(seed)
+    return build_network({**TINY, **overrides})
+
+
+def write_options(path, **overrides):
+    with open(path, 'w') as f:
+        yaml.safe_dump({'name': 'tiny', 'model_type': 'SRModel', 'scale': 2, 'network_g': {**TINY, **overrides}}, f)
+    return str(path)
+
+
+def experiment(tmp_path, checkpoint):
+    """BasicSR's layout: experiments/<name>/<option>.yml and experiments/<name>/models/net_g_*.pth."""
+    models = tmp_path / 'experiments' / 'tiny' / 'models'
+    models.mkdir(parents=True)
+    opt_path = write_options(tmp_path / 'experiments' / 'tiny' / 'train_tiny.yml')
+    model_path = str(models / 'net_g_latest.pth')
+    torch.save(checkpoint, model_path)
+    return model_path, opt_path
+
+
+def test_params_ema_is_preferred_and_the_experiment_option_file_is_found(tmp_path):
+    plain, ema = build(seed=1).state_dict(), build(seed=2).state_dict()
+    model_path, opt_path = experiment(tmp_path, {'params': plain, 'params_ema': ema})
+    network, network_opt, found = load_network(model_path)
+    assert found == opt_path and network_opt['embed_dim'] == 12
+    assert not network.training
+    for key, value in network.state_dict().items():
+        assert torch.equal(value, ema[key]), key
+    assert any(not torch.equal(plain[key], ema[key]) for key in ema)  # the two really differ
+
+
+def test_params_only_and_bare_state_dicts_load(tmp_path):
+    weights = build(seed=3).state_dict()
+    for name, checkpoint in [('params.pth', {'params': weights}), ('bare.pth', weights),
+                             ('ddp.pth', {'params': {'module.' + k: v for k, v in weights.items()}})]:
+        path = str(tmp_path / name)
+        torch.save(checkpoint, path)
+        state_dict, _ = load_state_dict(path)
+        assert state_dict.keys() == weights.keys()
+        assert all(torch.equal(state_dict[key], weights[key]) for key in weights)
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (self.marker, )
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
+    marker = str(tmp_path / 'code_ran')
+    path = str(tmp_path / 'evil.pth')
+    torch.save({'params': {'conv_first.weight': torch.zeros(1)}, 'payload': _RunsCodeWhenUnpickled(marker)}, path)
+    with pytest.raises(CheckpointError, match='weights-only'):
+        load_state_dict(path)
+    assert not os.path.exists(marker)
+
+
+def test_a_mismatching_checkpoint_names_scale_width_and_depth(tmp_path):
+    other = build(upscale=4, embed_dim=24, depths=[2, 2], num_heads=[2, 2]).state_dict()
+    model_path = str(tmp_path / 'net_g_x4.pth')
+    torch.save({'params': other}, model_path)
+    opt_path = write_options(tmp_path / 'x2.yml')
+    with pytest.raises(CheckpointError) as error:
+        load_network(model_path, opt_path)
+    message = str(error.value)
+    assert 'scale (upscale): checkpoint 4, network 2' in message
+    assert 'width (embed_dim): checkpoint 24, network 12' in message
+    assert 'depth (depths): checkpoint [2, 2], network [2]' in message
+    assert model_path in message and opt_path in message
+
+
+def test_describe_weights_reads_every_upsampler_and_scale():
+    for upsampler, scales in [('pixelshuffle', [2, 3, 4]), ('pixelshuffledirect', [2, 3]), ('nearest+conv', [4]),
+                              ('', [1])]:
+        for scale in scales:
+            info = describe_weights(build(upscale=scale, upsampler=upsampler, embed_dim=12).state_dict())
+            assert info['scale (upscale)'] == scale, (upsampler, scale)
+            assert info['heads (num_heads)'] == [2] and info['input channels (in_chans)'] == 3
+
+
+def test_option_file_errors_are_clear(tmp_path):
+    model_path = str(tmp_path / 'lonely' / 'net_g_1.pth')
+    os.makedirs(os.path.dirname(model_path))
+    torch.save({'params': build().state_dict()}, model_path)
+    with pytest.raises(CheckpointError, match='--opt'):
+        find_option_file(model_path)
+    write_options(tmp_path / 'lonely' / 'a.yml')
+    write_options(tmp_path / 'lonely' / 'b.yml', embed_dim=24)
+    with pytest.raises(CheckpointError, match='different network_g'):
+        find_option_file(model_path)
+    (tmp_path / 'no_network.yml').write_text('name: x\n')
+    with pytest.raises(CheckpointError, match='no network_g'):
+        load_network(model_path, str(tmp_path / 'no_network.yml'))
+    with pytest.raises(CheckpointError, match='not found'):
+        load_network(str(tmp_path / 'missing.pth'))
