@@ -6,21 +6,22 @@ across the overlap on every side that has a neighbour, and the weighted outputs 
 
     out = Σ_t w_t · sr(tile_t) / Σ_t w_t
 """
+import math
+
 import torch
 from tqdm import tqdm
 
 
 def tile_starts(size, tile, overlap):
-    """Start offsets of tiles of length ``tile`` covering 0..size with at least ``overlap`` shared pixels.
+    """Start offsets of the fewest tiles of length ``tile`` that cover 0..size with >= ``overlap`` shared pixels.
 
-    All tiles have the full length (the last one is moved back to end at ``size``), so every tile has the
-    same shape and the same padding.
+    n = ceil((size - overlap) / (tile - overlap)) tiles, spread evenly from 0 to size - tile, so that every
+    tile has the same full length (and padding) and the overlaps are as equal as possible.
     """
     if size <= tile:
         return [0]
-    stride = tile - overlap
-    starts = list(range(0, size - tile, stride))
-    return starts + [size - tile]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    return [i * (size - tile) // (count - 1) for i in range(count)]
 
 
 def blend_ramp(length, ramp, fade_start, fade_end):

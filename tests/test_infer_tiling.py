@@ -1,0 +1,127 @@
+"""Tiled inference (seamless, memory bounded by the tile) and half precision, on a real photo."""
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import torch.nn.functional as F
+
+import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
+from basicsr.metrics import calculate_psnr
+from basicsr_taylor import TaylorSwinIR
+from basicsr_taylor.infer import Upscaler
+from basicsr_taylor.tiling import blend_ramp, check_tile_options, tile_starts, tiled_forward
+
+CPU = torch.device('cpu')
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one thread is as fast, and immune to other jobs on the same cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def network():
+    torch.manual_seed(0)
+    return TaylorSwinIR(upscale=2, window_size=8, embed_dim=12, depths=[2, 2], num_heads=[2, 2], mlp_ratio=2,
+                        upsampler='pixelshuffle').eval()
+
+
+@pytest.fixture(scope='module')
+def photo():
+    """skimage's astronaut at 128×128 (area-downscaled), (1, 3, H, W) RGB float in [0, 1], and its HR (256²)."""
+    hr = skimage.data.astronaut()
+    hr = cv2.resize(hr, (256, 256), interpolation=cv2.INTER_AREA)
+    lr = cv2.resize(hr, (128, 128), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255, hr
+
+
+def to_uint8(tensor):
+    return (tensor[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def test_tile_starts_cover_the_image_with_full_size_tiles():
+    for size, tile, overlap in [(100, 32, 8), (64, 32, 0), (33, 32, 8), (20, 32, 8), (257, 64, 16)]:
+        starts = tile_starts(size, tile, overlap)
+        length = min(tile, size)
+        covered = np.zeros(size, bool)
+        for start in starts:
+            assert 0 <= start and start + length <= size
+            covered[start:start + length] = True
+        assert covered.all(), (size, tile, overlap)
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
+        if len(starts) > 1:  # the fewest tiles: one less could not cover the image
+            assert (len(starts) - 1) * (tile - overlap) + overlap < size
+
+
+def test_blend_ramp_fades_only_at_shared_sides():
+    ramp = blend_ramp(10, 4, fade_start=True, fade_end=False)
+    assert torch.allclose(ramp[:4], torch.tensor([0.125, 0.375, 0.625, 0.875])) and (ramp[4:] == 1).all()
+    assert (blend_ramp(10, 4, False, False) == 1).all()
+    assert torch.equal(blend_ramp(10, 4, True, True), blend_ramp(10, 4, True, True).flip(0))
+
+
+def test_blending_is_exact_for_a_position_independent_network():
+    """Nearest upscaling sees no context: tiles must reassemble it exactly, whatever the overlap."""
+    image = torch.rand(2, 3, 45, 70)
+    expected = F.interpolate(image, scale_factor=3, mode='nearest')
+    for tile, overlap in [(16, 4), (32, 0), (20, 19)]:
+        out = tiled_forward(lambda x: F.interpolate(x, scale_factor=3, mode='nearest'), image, 3, tile, overlap)
+        assert torch.allclose(out, expected, atol=1e-6), (tile, overlap)
+
+
+def test_tiled_matches_untiled_on_a_photo_and_the_network_only_sees_tiles(network, photo):
+    lr, _ = photo
+    seen = []
+
+    def forward(x):
+        seen.append(tuple(x.shape[-2:]))
+        return network(x)
+
+    with torch.inference_mode():
+        full = network(lr)
+        tiled = tiled_forward(forward, lr, 2, tile=64, overlap=16)
+    assert len(seen) == 9 and set(seen) == {(64, 64)}  # 3×3 tiles of 64², never the whole 128² image
+    psnr = calculate_psnr(to_uint8(full), to_uint8(tiled), crop_border=0)
+    assert psnr > 45, psnr
+
+
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+def test_half_precision_is_within_a_tenth_of_a_db_of_fp32_and_finite(network, photo, precision):
+    lr, hr = photo
+    fp32 = Upscaler(network, 2, CPU, 'fp32', tile=64, tile_overlap=16)(lr)
+    half_upscaler = Upscaler(network, 2, CPU, precision, tile=64, tile_overlap=16)
+    half = half_upscaler(lr)
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert half_upscaler.fp32_fallbacks == 0  # the half-precision result itself was finite
+    assert not torch.equal(half, fp32)  # it really ran in reduced precision
+    psnr_fp32, psnr_half = calculate_psnr(to_uint8(fp32), hr, 0), calculate_psnr(to_uint8(half), hr, 0)
+    assert abs(psnr_fp32 - psnr_half) < 0.1, (psnr_fp32, psnr_half)
+    assert calculate_psnr(to_uint8(fp32), to_uint8(half), 0) > 40
+
+
+def test_a_non_finite_half_precision_tile_is_recomputed_in_fp32(network, photo):
+    lr, _ = photo
+
+    class OverflowsInHalf(torch.nn.Module):
+        upscale = 2
+
+        def forward(self, x):
+            out = network(x)
+            return out * torch.inf if torch.is_autocast_enabled('cpu') else out
+
+    upscaler = Upscaler(OverflowsInHalf(), 2, CPU, 'bf16', tile=64, tile_overlap=16)
+    out = upscaler(lr[:, :, :64, :64])
+    assert torch.isfinite(out).all() and upscaler.fp32_fallbacks == 1
+    with torch.inference_mode():
+        assert torch.allclose(out, network(lr[:, :, :64, :64]))
+
+
+def test_bad_tile_options_are_rejected():
+    for tile, overlap, match in [(-1, 0, '--tile'), (32, 32, '--tile-overlap'), (32, -2, '--tile-overlap')]:
+        with pytest.raises(ValueError, match=match):
+            check_tile_options(tile, overlap)
