@@ -37,6 +37,8 @@ setup(
             'basicsr-taylor-test=basicsr_taylor.test:main',
             'basicsr-taylor-infer=basicsr_taylor.infer:main',
             'basicsr-taylor-export=basicsr_taylor.export:main',
+            'basicsr-taylor-quickstart=basicsr_taylor.quickstart:main',
+            'basicsr-taylor-prepare=basicsr_taylor.prepare_data:main',
         ],
     },
     classifiers=[

@@ -85,7 +85,7 @@ def bicubic_downscale(img, scale):
     return np.clip(np.round(lr * peak), 0, peak).astype(img.dtype)
 
 
-def _atomic_dir(final_dir, build, overwrite=False):
+def build_dir_atomically(final_dir, build, overwrite=False):
     """Build ``final_dir`` through ``build(tmp_dir)`` in a sibling temp folder, then rename it into place.
     Skipped (returns False) when ``final_dir`` exists and not ``overwrite``."""
     if osp.isdir(final_dir) and not overwrite:
@@ -122,7 +122,7 @@ def _write_bicubic(job):
 def make_bicubic_lr(hr_dir, lr_dir, scale, workers=1, overwrite=False):
     """Create ``lr_dir`` with the MATLAB-bicubic x``scale`` LR image of every HR image (PNG, same key)."""
     jobs = lambda tmp: [(p, tmp, scale) for p in list_images(hr_dir)]  # noqa: E731
-    return _atomic_dir(lr_dir, lambda tmp: _run(_write_bicubic, jobs(tmp), workers, f'bicubic x{scale}'), overwrite)
+    return build_dir_atomically(lr_dir, lambda tmp: _run(_write_bicubic, jobs(tmp), workers, f'bicubic x{scale}'), overwrite)
 
 
 def crop_positions(length, crop, step, align):
@@ -184,7 +184,7 @@ def extract_sub_images(hr_dir, src_dir, out_dir, scale=1, crop=480, step=240, al
                                        f'(looked for {key}.png or {key}x{scale}.png)')
         jobs.append((path, key, image_size(hr_path), scale, crop, step, align))
     desc = f'sub-images {osp.basename(out_dir)}'
-    return _atomic_dir(out_dir, lambda tmp: _run(_write_sub_images, [j + (tmp, ) for j in jobs], workers, desc),
+    return build_dir_atomically(out_dir, lambda tmp: _run(_write_sub_images, [j + (tmp, ) for j in jobs], workers, desc),
                        overwrite)
 
 

@@ -1,0 +1,212 @@
+"""Quickstart: train a small TaylorSwinIR x2 on CPU in a few minutes, with no dataset and no GPU.
+
+    basicsr-taylor-quickstart            (or: python -m basicsr_taylor.quickstart)
+
+1. writes scikit-image's sample photos (shipped inside the package) as HR images: most for training, three
+   held out for validation;
+2. prepares them with the data script's code (basicsr_taylor.prepare_data): MATLAB-bicubic LR, sub-images, LMDBs;
+3. trains through BasicSR's own pipeline (``basicsr_taylor.train``: LMDB loader, validation, checkpoints,
+   tensorboard) with --auto_resume, so running it again continues an interrupted run;
+4. prints the validation PSNR/SSIM (Y channel, 2 border pixels cropped) of the trained network next to MATLAB
+   bicubic upscaling of the same LR images.
+
+Everything goes under the current directory (or --root): datasets/quickstart/, experiments/, tb_logger/.
+"""
+import argparse
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from . import prepare_data
+
+NAME = 'quickstart_TaylorSwinIR_SRx2'
+DATA_DIR = osp.join('datasets', 'quickstart')
+SCALE = 2
+# Held out for validation, as (name, top, left, height, width) HR crops: a cat's face, a cup and plate, a rocket
+# on its launch pad. Crops keep the validation passes short on a CPU.
+VAL_PHOTOS = (('chelsea', 20, 100, 192, 256), ('coffee', 40, 100, 192, 256), ('rocket', 100, 200, 192, 256))
+TRAIN_PHOTOS = ('astronaut', 'hubble_deep_field', 'immunohistochemistry', 'retina', 'stereo_motorcycle',
+                'camera', 'coins', 'moon', 'brick', 'grass', 'gravel', 'cell', 'clock', 'text', 'page',
+                'colorwheel')
+
+# A small, CPU-friendly TaylorSwinIR: 16x16 windows (256 tokens) instead of 48x48, 32 channels, 2x2 blocks, and
+# the one-step pixel-shuffle upsampler of lightweight SwinIR. LR patch 32 = 2x2 windows of 16, as 96 = 2x2 x 48.
+NETWORK = dict(type='TaylorSwinIR', upscale=SCALE, in_chans=3, img_size=32, window_size=16, img_range=1.,
+               depths=[2, 2], embed_dim=32, num_heads=[2, 2], mlp_ratio=2, upsampler='pixelshuffledirect',
+               resi_connection='1conv')
+TOTAL_ITER = 1000
+
+
+def sample_photo(name):
+    """A scikit-image sample photo as a 3-channel BGR uint8 image (grey photos repeated, alpha dropped)."""
+    import skimage.data
+    img = getattr(skimage.data, name)()
+    if name == 'stereo_motorcycle':
+        img = img[0]  # (left, right, disparity): the left view
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., 2::-1])  # RGB(A) -> BGR
+
+
+def write_photos(folder, photos):
+    """Write the photos (names, or (name, top, left, height, width) crops) as PNGs into ``folder`` (skipped when
+    the folder is already complete)."""
+
+    def build(tmp):
+        for photo in tqdm(photos, desc=f'photos -> {folder}', unit='image'):
+            name, *box = (photo, ) if isinstance(photo, str) else photo
+            img = sample_photo(name)
+            if box:
+                top, left, height, width = box
+                img = img[top:top + height, left:left + width]
+            cv2.imwrite(osp.join(tmp, f'{name}.png'), img)
+
+    return prepare_data.build_dir_atomically(folder, build)
+
+
+def prepare_quickstart_data(data_dir=DATA_DIR, train_photos=TRAIN_PHOTOS, val_photos=VAL_PHOTOS, workers=1):
+    """HR photos -> (train LMDB pair, validation folders). Returns the dataroots for the option file."""
+    train_hr, val_hr = osp.join(data_dir, 'train_HR'), osp.join(data_dir, 'val_HR')
+    write_photos(train_hr, train_photos)
+    write_photos(val_hr, val_photos)
+    outputs = prepare_data.prepare(train_hr, osp.join(data_dir, 'train_LR_bicubic', 'X{scale}'), data_dir,
+                                   scales=(SCALE, ), crop=192, step=96, align=12, workers=workers)
+    val_lr = osp.join(data_dir, 'val_LR_bicubic', f'X{SCALE}')
+    prepare_data.make_bicubic_lr(val_hr, val_lr, SCALE, workers)
+    return dict(train_gt=outputs['hr'][1], train_lq=outputs[SCALE][1], val_gt=val_hr, val_lq=val_lr)
+
+
+def quickstart_options(dataroots, total_iter=TOTAL_ITER, network=None, name=NAME):
+    """The BasicSR option dict of the quickstart run (written to a YAML file for basicsr_taylor.train)."""
+    metric = dict(crop_border=SCALE, test_y_channel=True)
+    return {
+        'name': name, 'model_type': 'SRModel', 'scale': SCALE, 'num_gpu': 'auto', 'manual_seed': 0,
+        'datasets': {
+            'train': dict(name='SamplePhotos', type='PairedImageDataset', dataroot_gt=dataroots['train_gt'],
+                          dataroot_lq=dataroots['train_lq'], filename_tmpl='{}', io_backend=dict(type='lmdb'),
+                          gt_size=64, use_hflip=True, use_rot=True, num_worker_per_gpu=1, batch_size_per_gpu=8,
+                          dataset_enlarge_ratio=1, prefetch_mode=None),
+            'val': dict(name='SamplePhotosVal', type='PairedImageDataset', dataroot_gt=dataroots['val_gt'],
+                        dataroot_lq=dataroots['val_lq'], io_backend=dict(type='disk')),
+        },
+        'network_g': dict(network or NETWORK),
+        'path': dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
+        'train': {
+            'ema_decay': 0.99,  # short run: a 0.999 average would lag ~1000 iterations behind
+            'optim_g': dict(type='Adam', lr=1e-3, weight_decay=0, betas=[0.9, 0.99]),
+            'scheduler': dict(type='CosineAnnealingRestartLR', periods=[total_iter], restart_weights=[1],
+                              eta_min=1e-5),
+            'total_iter': total_iter, 'warmup_iter': -1,
+            'pixel_opt': dict(type='L1Loss', loss_weight=1.0, reduction='mean'),
+        },
+        'val': dict(val_freq=max(total_iter // 2, 1), save_img=False,
+                    metrics=dict(psnr=dict(type='calculate_psnr', **metric),
+                                 ssim=dict(type='calculate_ssim', **metric))),
+        'logger': dict(print_freq=max(total_iter // 30, 1), save_checkpoint_freq=max(total_iter // 4, 1),
+                       use_tb_logger=True, wandb=dict(project=None, resume_id=None)),
+    }
+
+
+def write_options(opt, path):
+    """Write the option dict as YAML (atomically)."""
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    with open(path + '.partial', 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    os.replace(path + '.partial', path)
+    return path
+
+
+def run_training(opt_path, total_iter, extra_args=()):
+    """``python -m basicsr_taylor.train -opt opt_path --auto_resume`` in a child process, with a progress bar
+    over iterations and BasicSR's validation lines shown; its full output is in experiments/<name>/*.log."""
+    package_parent = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get('PYTHONPATH')])))
+    cmd = [sys.executable, '-m', 'basicsr_taylor.train', '-opt', opt_path, '--auto_resume', *extra_args]
+    print('$ ' + ' '.join(cmd), flush=True)
+    tail = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc, \
+            tqdm(total=total_iter, desc='training', unit='iter') as pbar:
+        for line in proc.stdout:
+            tail = (tail + [line])[-60:]
+            found = re.search(r'\[epoch:\s*\d+, iter:\s*([\d,]+)', line)  # BasicSR's MessageLogger line
+            if found:
+                pbar.update(int(found.group(1).replace(',', '')) - pbar.n)
+            if 'Validation' in line or '# psnr' in line or '# ssim' in line or 'Resuming' in line:
+                pbar.write(line.rstrip())
+    if proc.returncode:
+        sys.stderr.write(''.join(tail))
+        raise SystemExit(f'quickstart: training failed (exit code {proc.returncode}); see the output above')
+
+
+def evaluate(opt, model_path):
+    """Mean Y-channel PSNR/SSIM of the trained network (EMA weights) and of MATLAB bicubic on the val set."""
+    import torch
+    from basicsr.archs import build_network
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    from basicsr.utils import img2tensor, tensor2img
+    from basicsr.utils.matlab_functions import imresize
+    val = opt['datasets']['val']
+    net = build_network(dict(opt['network_g']))
+    state = torch.load(model_path, map_location='cpu', weights_only=True)
+    net.load_state_dict(state.get('params_ema', state.get('params')))
+    net.eval()
+    rows = []
+    for gt_path in prepare_data.list_images(val['dataroot_gt']):
+        key = prepare_data.image_key(gt_path)
+        lq = cv2.imread(osp.join(val['dataroot_lq'], key + '.png')).astype(np.float32) / 255.
+        gt = cv2.imread(gt_path)[:lq.shape[0] * SCALE, :lq.shape[1] * SCALE]
+        with torch.no_grad():
+            sr = tensor2img(net(img2tensor(lq, bgr2rgb=True)[None]))  # BGR uint8
+        bicubic = np.clip(np.round(imresize(lq, SCALE) * 255.), 0, 255).astype(np.uint8)
+        row = {'image': key}
+        for method, img in (('TaylorSwinIR', sr), ('bicubic', bicubic)):
+            row[method] = (calculate_psnr(img, gt, SCALE, test_y_channel=True),
+                           calculate_ssim(img, gt, SCALE, test_y_channel=True))
+        rows.append(row)
+    return rows
+
+
+def format_results(rows):
+    lines = [f'{"image":<10} {"TaylorSwinIR PSNR/SSIM":>24} {"bicubic PSNR/SSIM":>20}']
+    for row in rows:
+        lines.append(f'{row["image"]:<10} {row["TaylorSwinIR"][0]:>15.2f} / {row["TaylorSwinIR"][1]:.4f} '
+                     f'{row["bicubic"][0]:>11.2f} / {row["bicubic"][1]:.4f}')
+    mean = {m: np.mean([r[m] for r in rows], axis=0) for m in ('TaylorSwinIR', 'bicubic')}
+    lines.append(f'{"mean":<10} {mean["TaylorSwinIR"][0]:>15.2f} / {mean["TaylorSwinIR"][1]:.4f} '
+                 f'{mean["bicubic"][0]:>11.2f} / {mean["bicubic"][1]:.4f}')
+    gain = mean['TaylorSwinIR'][0] - mean['bicubic'][0]
+    lines.append(f'TaylorSwinIR x{SCALE} is {abs(gain):.2f} dB {"above" if gain > 0 else "below"} bicubic '
+                 '(Y channel, 2 border pixels cropped)')
+    return '\n'.join(lines), gain
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--root', default='.', help='working folder (default: current directory)')
+    parser.add_argument('--iters', type=int, default=TOTAL_ITER, help='training iterations (default: %(default)s)')
+    args = parser.parse_args(argv)
+    os.makedirs(args.root, exist_ok=True)
+    os.chdir(args.root)
+    start = time.time()
+    dataroots = prepare_quickstart_data()
+    opt = quickstart_options(dataroots, args.iters)
+    opt_path = write_options(opt, osp.join(DATA_DIR, f'train_{NAME}.yml'))
+    run_training(opt_path, args.iters)
+    table, gain = format_results(evaluate(opt, osp.join('experiments', NAME, 'models', 'net_g_latest.pth')))
+    print(f'\nValidation on crops of {", ".join(p[0] for p in VAL_PHOTOS)} (held out, x{SCALE}):\n{table}')
+    print(f'Total time {time.time() - start:.0f} s. Logs and checkpoints: experiments/{NAME}/, '
+          f'tensorboard: tb_logger/{NAME}/. Train again with:\n'
+          f'  python -m basicsr_taylor.train -opt {opt_path} --auto_resume')
+    return gain
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,91 @@
+"""Every option file in options/ loads with BasicSR's YAML loader, builds its network and describes the
+datasets, patch sizes and metrics the recipes promise."""
+import glob
+import os.path as osp
+import re
+
+import pytest
+import torch
+import yaml
+
+import basicsr_taylor  # noqa: F401  (registers TaylorSwinIR)
+from basicsr.archs import build_network
+from basicsr.utils.options import ordered_yaml
+from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
+from basicsr_taylor import TaylorSwinIR
+
+OPTIONS = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', '*.yml')))
+BENCHMARKS = ['Set5', 'Set14', 'BSD100', 'Urban100', 'Manga109']
+
+
+def load(path):
+    with open(path) as f:
+        return yaml.load(f, Loader=ordered_yaml()[0])
+
+
+def scale_of(path):
+    return int(re.search(r'_x(\d)\.yml$', path).group(1))
+
+
+def test_all_recipes_are_there():
+    names = {osp.basename(p) for p in OPTIONS}
+    assert {f'{kind}_x{s}.yml' for kind in ('train', 'test') for s in (2, 3, 4)} <= names
+
+
+@pytest.mark.parametrize('path', OPTIONS, ids=osp.basename)
+def test_option_file_builds_its_network(path):
+    opt = load(path)
+    scale = scale_of(path)
+    assert opt['scale'] == scale and opt['network_g']['upscale'] == scale
+    assert opt['model_type'] in MODEL_REGISTRY and opt['num_gpu'] == 'auto'
+    net = build_network(dict(opt['network_g']))  # the full 180-channel, 6x6-block network: built, not run
+    assert isinstance(net, TaylorSwinIR) and net.window_size == 48
+    assert net.upscale == scale and len(net.layers) == 6
+    assert sum(p.numel() for p in net.parameters()) > 10_000_000
+    assert net.conv_first.out_channels == 180
+    for dataset in opt['datasets'].values():
+        assert dataset['type'] in DATASET_REGISTRY
+    for metric in opt['val']['metrics'].values():  # the papers' protocol
+        assert metric['test_y_channel'] is True and metric['crop_border'] == scale
+
+
+@pytest.mark.parametrize('path', [p for p in OPTIONS if osp.basename(p).startswith('train_')], ids=osp.basename)
+def test_train_recipe(path):
+    opt, scale = load(path), scale_of(path)
+    train = opt['datasets']['train']
+    assert train['io_backend']['type'] == 'lmdb'
+    assert train['dataroot_gt'] == 'datasets/DIV2K/DIV2K_train_HR_sub.lmdb'
+    assert train['dataroot_lq'] == f'datasets/DIV2K/DIV2K_train_LR_bicubic_X{scale}_sub.lmdb'
+    lr_patch, window = train['gt_size'] // scale, opt['network_g']['window_size']
+    assert train['gt_size'] % scale == 0 and lr_patch % window == 0 and lr_patch > window  # 96 = 2x2 windows of 48
+    assert train['gt_size'] <= 480  # fits the 480x480 DIV2K HR sub-images
+    val = opt['datasets']['val']
+    assert (val['dataroot_gt'], val['dataroot_lq']) == ('datasets/Set5/GTmod12', f'datasets/Set5/LRbicx{scale}')
+    # BasicSR's SwinIR recipe: Adam 2e-4, MultiStepLR, 500k iterations, L1, EMA 0.999, batch 4 per GPU
+    assert opt['train']['optim_g'] == {'type': 'Adam', 'lr': 2e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]}
+    assert opt['train']['scheduler']['milestones'] == [250000, 400000, 450000, 475000]
+    assert opt['train']['total_iter'] == 500000 and opt['train']['ema_decay'] == 0.999
+    assert opt['train']['pixel_opt']['type'] == 'L1Loss' and train['batch_size_per_gpu'] == 4
+
+
+@pytest.mark.parametrize('path', [p for p in OPTIONS if osp.basename(p).startswith('test_')], ids=osp.basename)
+def test_test_recipe(path):
+    opt, scale = load(path), scale_of(path)
+    sets = [d['name'] for _, d in sorted(opt['datasets'].items())]
+    assert sets == BENCHMARKS
+    for dataset in opt['datasets'].values():
+        assert dataset['dataroot_gt'] == f'datasets/{dataset["name"]}/GTmod12'
+        assert dataset['dataroot_lq'] == f'datasets/{dataset["name"]}/LRbicx{scale}'
+    assert opt['val']['save_img'] is True
+    train = load(path.replace('test_', 'train_'))
+    assert opt['network_g'] == train['network_g']  # the tested network is the trained one
+    assert opt['path']['pretrain_network_g'] == f'experiments/{train["name"]}/models/net_g_latest.pth'
+
+
+def test_recipe_network_runs_scaled_down():
+    """The recipe's network with its sizes reduced (window 8, 12 channels) runs on an odd-sized input."""
+    opt = load([p for p in OPTIONS if p.endswith('train_x3.yml')][0])['network_g']
+    net = build_network(dict(opt, window_size=8, embed_dim=12, depths=[1, 1], num_heads=[2, 2])).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 13, 10))
+    assert out.shape == (1, 3, 39, 30)

@@ -1,0 +1,229 @@
+"""End to end on CPU through BasicSR's pipeline: images -> data script -> LMDB -> training with validation and
+checkpoints -> a run killed mid-way and continued with --auto_resume -> the test pipeline; 2-process gloo
+torchrun; resume-state loading; bad option files."""
+import glob
+import os
+import os.path as osp
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import yaml
+
+import basicsr_taylor  # noqa: F401
+from basicsr.metrics import calculate_psnr
+from basicsr_taylor import compat, option_checks, prepare_data
+from basicsr_taylor.option_checks import OptionError
+from basicsr_taylor.quickstart import quickstart_options, sample_photo, write_options
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TINY_NET = dict(type='TaylorSwinIR', upscale=2, in_chans=3, window_size=8, embed_dim=12, depths=[2], num_heads=[2],
+                mlp_ratio=2, upsampler='pixelshuffle')
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])),
+           OMP_NUM_THREADS='1')
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+    """A working folder with train LMDBs made by the data script from crops of scikit-image photos and a
+    validation folder of odd-sized images."""
+    root = tmp_path_factory.mktemp('train')
+    train_hr, val_hr = root / 'data' / 'train_HR', root / 'data' / 'val_HR'
+    os.makedirs(train_hr)
+    os.makedirs(val_hr)
+    for name in ('astronaut', 'camera'):
+        cv2.imwrite(str(train_hr / f'{name}.png'), sample_photo(name)[:120, :144])
+    cv2.imwrite(str(val_hr / 'chelsea.png'), sample_photo('chelsea')[100:171, 150:233])  # 71x83: not a window multiple
+    subprocess.run([sys.executable, osp.join(REPO, 'scripts', 'prepare_div2k.py'), '--hr', str(train_hr),
+                    '--scales', '2', '--crop', '48', '--step', '24', '--workers', '1'],
+                   cwd=root, env=ENV, check=True, capture_output=True)
+    prepare_data.make_bicubic_lr(str(val_hr), str(root / 'data' / 'val_LR' / 'X2'), 2)
+    return root
+
+
+def tiny_options(root, name, total_iter, checkpoint_every):
+    dataroots = dict(train_gt=str(root / 'data' / 'train_HR_sub.lmdb'),
+                     train_lq=str(root / 'data' / 'train_LR_bicubic_X2_sub.lmdb'),
+                     val_gt=str(root / 'data' / 'val_HR'), val_lq=str(root / 'data' / 'val_LR' / 'X2'))
+    opt = quickstart_options(dataroots, total_iter=total_iter, network=TINY_NET, name=name)
+    opt['datasets']['train'].update(gt_size=32, batch_size_per_gpu=2, num_worker_per_gpu=0)
+    opt['val']['val_freq'] = checkpoint_every
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=checkpoint_every)
+    return opt
+
+
+def train_cmd(opt_path, *args, as_module=False):
+    entry = ['-m', 'basicsr_taylor.train'] if as_module else [osp.join(REPO, 'basicsr_taylor', 'train.py')]
+    return [sys.executable, *entry, '-opt', str(opt_path), *args]
+
+
+def states(root, name):
+    return sorted(int(osp.basename(p)[:-len('.state')])
+                  for p in glob.glob(str(root / 'experiments' / name / 'training_states' / '*.state')))
+
+
+def read_logs(root, name, kind='train'):
+    return ''.join(open(p).read() for p in sorted(glob.glob(str(root / 'experiments' / name / f'{kind}_*.log'))))
+
+
+def test_kill_auto_resume_then_test_pipeline(workdir):
+    root, name = workdir, 'e2e_tiny'
+    opt_path = write_options(tiny_options(root, name, total_iter=60, checkpoint_every=4), str(root / 'e2e.yml'))
+
+    # 1. train as a script (sys.path[0] = basicsr_taylor/) and kill it once a checkpoint has been written
+    proc = subprocess.Popen(train_cmd(opt_path), cwd=root, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while not states(root, name) and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err[-3000:]
+    saved = states(root, name)
+    assert saved and max(saved) < 60
+    assert not osp.exists(root / 'experiments' / name / 'models' / 'net_g_latest.pth')  # really killed mid-run
+
+    # 2. the same command with --auto_resume (as a module) continues from the newest readable state
+    done = subprocess.run(train_cmd(opt_path, '--auto_resume', as_module=True), cwd=root, env=ENV,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = read_logs(root, name)
+    resumed = int(re.search(r'Resuming training from epoch: \d+, iter: (\d+)\.', log).group(1))
+    assert resumed in saved and resumed >= max(saved) - 4
+    assert re.search(r'iter:\s+60, lr', log)  # ran to the end
+    assert f'iter:{resumed + 1:8,d}, lr' in log
+    assert re.search(r'Validation SamplePhotosVal\s+# psnr: \d+\.\d+.*\s+# ssim: 0\.\d+', log)
+    models = root / 'experiments' / name / 'models'
+    assert osp.isfile(models / 'net_g_latest.pth') and osp.isfile(models / 'net_g_60.pth')
+    assert glob.glob(str(root / 'tb_logger' / name / 'events.out.tfevents.*'))
+    latest = torch.load(models / 'net_g_latest.pth', weights_only=True)
+    assert set(latest) == {'params', 'params_ema'}
+
+    # 3. the test pipeline on the validation images: PSNR/SSIM logged, images saved at 2x the LR size
+    test_opt = {
+        'name': 'e2e_tiny_test', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 'auto', 'manual_seed': 0,
+        'datasets': {'test_1': dict(name='Val', type='PairedImageDataset', dataroot_gt=str(root / 'data' / 'val_HR'),
+                                    dataroot_lq=str(root / 'data' / 'val_LR' / 'X2'), io_backend=dict(type='disk'))},
+        'network_g': TINY_NET,
+        'path': dict(pretrain_network_g=str(models / 'net_g_latest.pth'), param_key_g='params_ema',
+                     strict_load_g=True),
+        'val': dict(save_img=True, suffix=None, metrics=dict(
+            psnr=dict(type='calculate_psnr', crop_border=2, test_y_channel=True),
+            ssim=dict(type='calculate_ssim', crop_border=2, test_y_channel=True))),
+    }
+    test_yml = write_options(test_opt, str(root / 'e2e_test.yml'))
+    done = subprocess.run([sys.executable, osp.join(REPO, 'basicsr_taylor', 'test.py'), '-opt', test_yml], cwd=root,
+                          env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = root / 'results' / 'e2e_tiny_test'
+    sr = cv2.imread(str(result / 'visualization' / 'Val' / 'chelsea_e2e_tiny_test.png'))
+    assert sr.shape == (70, 82, 3)  # LR 35x41 (71x83 cropped to even) x 2
+    log = ''.join(open(p).read() for p in glob.glob(str(result / 'test_*.log')))
+    logged_psnr = float(re.search(r'# psnr: (\d+\.\d+)', log).group(1))
+    gt = cv2.imread(str(root / 'data' / 'val_HR' / 'chelsea.png'))[:70, :82]
+    assert logged_psnr == pytest.approx(calculate_psnr(sr, gt, 2, test_y_channel=True), abs=1e-3)
+
+
+def test_resume_skips_an_unreadable_newest_state(tmp_path):
+    opt = {'name': 'r', 'auto_resume': True, 'path': {'models': str(tmp_path / 'models')}, 'network_g': {}}
+    state_dir = tmp_path / 'experiments' / 'r' / 'training_states'
+    os.makedirs(state_dir)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(torch.optim.Adam([torch.zeros(1)]), [10])
+    torch.save({'epoch': 0, 'iter': 4, 'optimizers': [], 'schedulers': [scheduler.state_dict()]},
+               state_dir / '4.state')
+    with open(state_dir / '8.state', 'wb') as f:
+        f.write(b'PK\x03\x04 truncated')  # a run killed while writing its newest state
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # BasicSR's auto-resume looks under ./experiments
+    try:
+        state = compat.load_resume_state(opt)
+    finally:
+        os.chdir(cwd)
+    assert state['iter'] == 4 and opt['path']['resume_state'].endswith('4.state')
+    assert opt['path']['pretrain_network_g'] == osp.join(str(tmp_path / 'models'), 'net_g_4.pth')
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_gloo(workdir):
+    root, name = workdir, 'ddp_tiny'
+    opt = tiny_options(root, name, total_iter=4, checkpoint_every=4)
+    opt['val']['val_freq'] = 100  # validation only at the end
+    opt_path = write_options(opt, str(root / 'ddp.yml'))
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
+           osp.join(REPO, 'basicsr_taylor', 'train.py'), '-opt', opt_path, '--launcher', 'pytorch']
+    done = subprocess.run(cmd, cwd=root, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    log = read_logs(root, name)
+    assert 'World size (gpu number): 2' in log
+    assert re.search(r'iter:\s+4, lr', log) and 'Validation SamplePhotosVal' in log
+    assert states(root, name) == [4]
+    assert osp.isfile(root / 'experiments' / name / 'models' / 'net_g_latest.pth')
+
+
+def test_dashed_local_rank_from_torch_distributed_launch():
+    assert compat.accept_dashed_local_rank(['-opt', 'a.yml', '--local-rank=3', '--launcher', 'pytorch']) == \
+        ['-opt', 'a.yml', '--local_rank=3', '--launcher', 'pytorch']
+    assert compat.accept_dashed_local_rank(['--local-rank', '1']) == ['--local_rank', '1']
+
+
+def checked_options(root, **changes):
+    opt = tiny_options(root, 'bad', total_iter=4, checkpoint_every=4)
+    opt['is_train'] = True
+    for key, value in changes.items():
+        *parents, last = key.split(':')
+        node = opt
+        for parent in parents:
+            node = node[parent]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    option_checks.check_options(opt)
+
+
+def test_good_tiny_options_pass_the_checks(workdir):
+    checked_options(workdir)
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'datasets:train:dataroot_gt': None}, 'datasets:train:dataroot_gt is missing'),
+    ({'datasets:train:dataroot_lq': 'datasets/nowhere.lmdb'}, 'datasets:train:dataroot_lq: not found: '
+     'datasets/nowhere.lmdb'),
+    ({'datasets:val:dataroot_gt': None}, 'datasets:val:dataroot_gt is missing'),
+    ({'network_g:type': 'TaylorSwinIRR'}, "network_g:type: unknown type 'TaylorSwinIRR'; registered: .*TaylorSwinIR"),
+    ({'model_type': 'SRModell'}, "model_type: unknown type 'SRModell'"),
+    ({'datasets:train:type': 'PairedDataset'}, "datasets:train:type: unknown type 'PairedDataset'"),
+    ({'scale': 3, 'network_g:upscale': 3}, r'scale 3 does not match the data of datasets:train: GT 48x48 .* vs LQ '
+     r'24x24 .*, which is x2'),
+    ({'scale': 4}, 'network_g:upscale=2 differs from scale=4'),
+    ({'datasets:train:gt_size': 96}, r'datasets:train:gt_size=96 is larger than the GT images \(48x48\)'),
+])
+def test_bad_options_name_the_problem(workdir, change, message):
+    with pytest.raises(OptionError, match=message):
+        checked_options(workdir, **change)
+
+
+def test_bad_option_file_stops_the_training_command(workdir):
+    opt = tiny_options(workdir, 'bad_cli', total_iter=4, checkpoint_every=4)
+    opt['datasets']['train']['dataroot_lq'] = str(workdir / 'data' / 'missing_X2.lmdb')
+    opt_path = write_options(opt, str(workdir / 'bad.yml'))
+    done = subprocess.run(train_cmd(opt_path, as_module=True), cwd=workdir, env=ENV, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert re.search(r'basicsr-taylor-train: error: .*bad.yml: datasets:train:dataroot_lq: not found: .*missing_X2',
+                     done.stderr)
+    assert not osp.exists(workdir / 'experiments' / 'bad_cli' / 'models')
