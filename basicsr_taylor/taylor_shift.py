@@ -2,17 +2,22 @@
 
     x_ij = τ · cos(q_i, k_j),   p(x) = 1 + x + x²/2 (>= 1/2),   y_i = Σ_j p(x_ij) v_j / Σ_j p(x_ij)
 
-Two exact forms compute it:
+Exact forms that compute it (all agree to rounding error):
 
 - ``direct``: builds the N×N weights; O(N²d) time, O(N²) memory.
-- ``efficient``: p(q·k) = Φ(q)·Φ(k) with the feature map Φ(x) = [1, x, x_a x_b · c_ab (a <= b)], where
-  c_aa = 1/√2 and c_ab = 1 (the symmetric half of the row-wise outer product x⊠x: d(d+1)/2 features
-  instead of d²). Then Y' = Φ(Q) (Φ(K)ᵀ [1, V]) and Y = Y'[:, 1:] / Y'[:, :1]: O(N d³) time, linear in N.
-  Tokens are processed in chunks inside a custom autograd Function that recomputes Φ in the backward
-  pass, so no N×D feature tensor is ever held, in forward or backward.
+- ``efficient``: p(q·k) = ψ(q)ᵀ C ψ(k) with the monomials ψ(x) = [1, x, x_a x_b (a <= b)] (the symmetric
+  half of the row-wise outer product x⊠x: d(d+1)/2 quadratic features instead of d²) and the diagonal
+  C = diag(1, 1.., ½ where a = b, 1 where a < b). With V' = [1, V]:  S = C Σ_j ψ(k_j) v'_jᵀ  (D × (1+dv)),
+  y'_i = ψ(q_i)ᵀ S and y_i = y'_i[1:] / y'_i[0]. O(N d³) time, linear in N. A custom autograd Function
+  runs it in blocks of tokens, normalises q and k inside the blocks and recomputes ψ in the backward
+  pass: besides the inputs, the output and the gradients, only the small statistics S and one block's
+  temporaries are ever held.
+- ``triton``: the efficient form's forward as fused Triton kernels (``taylor_shift_triton``), for CUDA.
 
 Regions (the exact replacement of SwinIR's -100 mask, which a polynomial ignores: p(-100) = 4901): a query
-attends only to keys with its own region id. The efficient form keeps separate key statistics per region.
+attends only to keys with its own region id. The efficient form sorts each row's tokens by region into
+blocks that each hold one region only (padding each region to whole blocks), and keeps one S per region:
+the cost stays that of unmasked attention, whatever the number of regions.
 """
 import math
 from functools import lru_cache
@@ -20,8 +25,9 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-FORMS = ('auto', 'direct', 'efficient')
+FORMS = ('auto', 'direct', 'efficient', 'triton')
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+_NORM_EPS = 1e-12  # as F.normalize: q̂ = q / max(|q|, eps)
 
 
 def crossover_tokens(head_dim):
@@ -30,7 +36,7 @@ def crossover_tokens(head_dim):
 
 
 def taylor_feature_dim(head_dim):
-    """D = 1 + d + d(d+1)/2: width of the feature map Φ."""
+    """D = 1 + d + d(d+1)/2: width of the feature map."""
     return 1 + head_dim + head_dim * (head_dim + 1) // 2
 
 
@@ -45,7 +51,8 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
         regions: optional integer tensor whose shape broadcasts against (..., N) by torch's rules (pass
             (B, 1, N) for per-window ids shared by all heads). Query i attends only to keys j with
             regions[i] == regions[j].
-        form: "direct", "efficient" or "auto" (direct below N0 = d² + d + 1 tokens, efficient from N0 on).
+        form: "direct", "efficient", "triton" (CUDA, or CPU under TRITON_INTERPRET=1) or "auto" (direct
+            below N0 = d² + d + 1 tokens, efficient from N0 on).
         output_norm: multiply the output by sqrt(N/d), as in all of the TaylorShift paper's models.
 
     Returns:
@@ -58,19 +65,19 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
     compute_dtype = torch.float32 if q.dtype in _HALF_DTYPES else q.dtype
     if form == 'auto':
         form = 'direct' if num_tokens < crossover_tokens(head_dim) else 'efficient'
+    scale = math.sqrt(num_tokens / head_dim) if output_norm else 1.0  # y · sqrt(N/d)
 
     with torch.autocast(device_type=q.device.type, enabled=False):
-        q = F.normalize(q.to(compute_dtype), dim=-1)  # q̂ = q / |q|
-        k = F.normalize(k.to(compute_dtype), dim=-1)  # k̂ = k / |k|
-        v = v.to(compute_dtype)
+        q, k, v = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)
         if temperature is not None:
-            q = q * temperature.to(compute_dtype)  # x_ij = τ q̂_i·k̂_j
+            temperature = temperature.to(compute_dtype)
         if form == 'direct':
-            out = _direct(q, k, v, regions)
+            out = _direct(q, k, v, temperature, regions, scale)
+        elif form == 'efficient':
+            out = _efficient(q, k, v, temperature, regions, scale)
         else:
-            out = _efficient(q, k, v, regions)
-        if output_norm:
-            out = out * math.sqrt(num_tokens / head_dim)  # y · sqrt(N/d)
+            from .taylor_shift_triton import taylor_shift_triton
+            out = taylor_shift_triton(q, k, v, temperature, regions, scale)
     return out.to(out_dtype)
 
 
@@ -100,132 +107,354 @@ def _check_inputs(q, k, v, temperature, regions, form):
                              f'{tuple(q.shape[:-1])}; for (B, heads, N, d) inputs pass (B, 1, N)')
 
 
-def _direct(q, k, v, regions):
+def _direct(q, k, v, temperature, regions, scale):
+    q = F.normalize(q, dim=-1)  # q̂ = q / |q|
+    k = F.normalize(k, dim=-1)  # k̂ = k / |k|
+    if temperature is not None:
+        q = q * temperature  # x_ij = τ q̂_i·k̂_j
     x = q @ k.transpose(-2, -1)  # x_ij = τ cos(q_i, k_j)
     weights = 1 + x + 0.5 * x * x  # p(x) = 1 + x + x²/2
     if regions is not None:
         weights = weights * (regions[..., :, None] == regions[..., None, :])  # only same-region keys
-    return (weights @ v) / weights.sum(-1, keepdim=True)  # y_i = Σ_j w_ij v_j / Σ_j w_ij
+    return (weights @ v) * (scale / weights.sum(-1, keepdim=True))  # y_i = s Σ_j w_ij v_j / Σ_j w_ij
 
 
-def _efficient(q, k, v, regions):
-    v_ext = torch.cat([torch.ones_like(v[..., :1]), v], dim=-1)  # V' = [1, V]: column 0 carries Σ_j p(x_ij)
-    onehot = None
-    if regions is not None:
-        regions = regions.expand(q.shape[:-1])
-        _, dense = torch.unique(regions, return_inverse=True)  # ids -> 0..R-1
-        onehot = F.one_hot(dense, int(dense.max()) + 1).to(q.dtype)  # (..., N, R)
-    chunk_size = default_chunk_size(q.shape[-2], q.shape[-1])
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v_ext.requires_grad):
-        out = TaylorFeatureAttention.apply(q, k, v_ext, onehot, chunk_size)
-    else:
-        out, _ = taylor_feature_attention(q, k, v_ext, onehot, chunk_size)
-    return out[..., 1:] / out[..., :1]  # Y = Y'[:, 1:] / Y'[:, :1]
-
-
-def default_chunk_size(num_tokens, head_dim):
-    """Tokens per chunk so that one chunk of features Φ (chunk × D) is about as large as q (N × d)."""
-    return max(64, min(num_tokens, num_tokens * head_dim // taylor_feature_dim(head_dim)))
-
-
-@lru_cache(maxsize=64)
-def _pair_index(head_dim, device):
-    rows, cols = torch.triu_indices(head_dim, head_dim, device=device)
-    coef = torch.ones(rows.shape, dtype=torch.float64, device=device)  # c_ab = 1 (cast to x's dtype on use)
-    coef[rows == cols] = 0.5**0.5  # c_aa = 1/√2
-    return rows, cols, coef
+# ----------------------------------------------------------------------------------------------------------
+# Feature maps
+# ----------------------------------------------------------------------------------------------------------
 
 
 def taylor_features(x):
-    """Φ(x) = [1, x, c_ab x_a x_b (a <= b)], so that Φ(q)·Φ(k) = 1 + q·k + (q·k)²/2.  (..., d) -> (..., D)"""
-    rows, cols, coef = _pair_index(x.shape[-1], x.device)
-    quadratic = x[..., rows] * x[..., cols] * coef.to(x.dtype)  # c_ab x_a x_b
-    return torch.cat([torch.ones_like(x[..., :1]), x, quadratic], dim=-1)
+    """Φ(x) = [1, x, c_ab x_a x_b (a <= b)] with c_aa = 1/√2, c_ab = 1, so that Φ(q)·Φ(k) = p(q·k).
+
+    The textbook symmetric feature map, D = taylor_feature_dim(d) wide (a reference; the efficient form
+    uses :class:`MonomialFeatures`).  (..., d) -> (..., D)
+    """
+    rows, cols = torch.triu_indices(x.shape[-1], x.shape[-1], device=x.device)
+    coef = torch.ones(rows.shape, dtype=x.dtype, device=x.device)  # c_ab = 1
+    coef[rows == cols] = 0.5**0.5  # c_aa = 1/√2
+    return torch.cat([torch.ones_like(x[..., :1]), x, x[..., rows] * x[..., cols] * coef], dim=-1)
 
 
-def _taylor_features_vjp(x, grad_features):
-    """dL/dx for Φ(x) given dL/dΦ, by recomputing Φ on this chunk only."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(taylor_features(x), x, grad_features)
-    return grad
+class MonomialFeatures:
+    """ψ(x) = [1, x, x_a x_b for (a, b) in pairs] with weights C such that ψ(q)ᵀ C ψ(k) = p(q·k).
+
+    The pairs cover the upper triangle a <= b in ``groups`` of rows: group [a0, a1) holds every (a, b)
+    with a0 <= a < a1 and b >= a0, written by one broadcast multiply. Pairs below the diagonal inside a
+    group's square repeat a pair above it; such repeated pairs and the squares x_a² get weight ½, the
+    others 1 (p's x²/2 = Σ_a ½ x_a² y_a² + Σ_{a<b} x_a x_b y_a y_b). A few groups (a few % more features
+    than d(d+1)/2) keep the op count per block small, which is what costs time for blocks of ~100 tokens.
+    """
+
+    def __init__(self, head_dim, device, num_groups=6):
+        d = head_dim
+        size = -(-d // min(d, num_groups))  # rows per group
+        self.head_dim = d
+        self.groups = [(a0, min(a0 + size, d)) for a0 in range(0, d, size)]
+        first, second = [], []
+        for a0, a1 in self.groups:
+            for a in range(a0, a1):
+                first += [a] * (d - a0)
+                second += list(range(a0, d))
+        first, second = torch.tensor(first), torch.tensor(second)
+        in_square = torch.zeros(d, d, dtype=torch.bool)
+        for a0, a1 in self.groups:
+            in_square[a0:a1, a0:a1] = True
+        repeated = (first == second) | in_square[first, second]  # x_a² or a pair written twice: weight ½
+        self.width = 1 + d + first.numel()
+        self.weight = torch.cat([torch.ones(1 + d, dtype=torch.float64), 1 - 0.5 * repeated.double()]).to(device)
+        self.index_ab = (first * d + second).to(device)  # where feature (a, b) lands in a d×d grid
+        self.index_ba = (second * d + first).to(device)
+
+    def __call__(self, x, out):
+        """ψ(x) written into ``out`` (..., width); x (..., d)."""
+        d = self.head_dim
+        out[..., 0] = 1
+        out[..., 1:d + 1] = x
+        start = d + 1
+        for a0, a1 in self.groups:  # x_a x_b for a in [a0, a1), b >= a0
+            stop = start + (a1 - a0) * (d - a0)
+            torch.mul(x[..., a0:a1, None], x[..., None, a0:], out=out[..., start:stop].unflatten(-1, (a1 - a0, d - a0)))
+            start = stop
+        return out
+
+    def apply_weight(self, stats):
+        """C S, in place: S (..., width, e)."""
+        return stats.mul_(self.weight.to(stats.dtype)[:, None])
+
+    def vjp_weights(self, stats):
+        """W(S) with [g, g⊠x] W(S) = dL/dx when dL/dψ(x) = S g, for S (..., width, e) -> (..., e + e·d, d).
+
+        dx_a = Σ_e g_e S[1+a, e] + Σ_{e,b} g_e x_b B_ab,e, where B_ab sums the rows S_f of every feature
+        f = x_a x_b and every f = x_b x_a (so a square x_a², with d/dx_a = 2x_a, counts twice).
+        """
+        d, width = self.head_dim, stats.shape[-1]
+        quad = stats[..., 1 + d:, :]
+        grid = stats.new_zeros(stats.shape[:-2] + (d * d, width))  # B as (a·d + b, e)
+        grid.index_add_(-2, self.index_ab, quad).index_add_(-2, self.index_ba, quad)
+        linear = stats[..., 1:1 + d, :].transpose(-2, -1)  # (..., e, d)
+        return torch.cat([linear, grid.transpose(-2, -1).reshape(stats.shape[:-2] + (width * d, d))], dim=-2)
 
 
-def _spread(values, onehot):
-    """Row n of values copied into the block of its region: (..., n, e) -> (..., n, R*e)."""
-    if onehot is None:
-        return values
-    return (onehot[..., :, :, None] * values[..., :, None, :]).flatten(-2)
+@lru_cache(maxsize=32)
+def _feature_map(head_dim, device):
+    return MonomialFeatures(head_dim, device)
 
 
-def _gather(per_region, onehot):
-    """Row n's block of its own region: (..., n, R*e) -> (..., n, e)."""
-    if onehot is None:
-        return per_region
-    num_regions = onehot.shape[-1]
-    blocks = per_region.unflatten(-1, (num_regions, -1))
-    return (blocks * onehot[..., :, :, None]).sum(-2)
+def _vjp_inputs(g, x, out):
+    """[g, g⊠x] (..., c, e + e·d): row n holds g_n and every product g_n,e x_n,b."""
+    width, head_dim = g.shape[-1], x.shape[-1]
+    out[..., :width] = g
+    torch.mul(g[..., :, None], x[..., None, :], out=out[..., width:].unflatten(-1, (width, head_dim)))
+    return out
 
 
-def _chunks(num_tokens, chunk_size):
-    return [slice(start, min(start + chunk_size, num_tokens)) for start in range(0, num_tokens, chunk_size)]
+def _unit_rows(x):
+    """(x / n, n) with n = max(|x|, eps) per row."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+    return x / norm, norm
 
 
-def _rows(tensor, rows):
-    return None if tensor is None else tensor[..., rows, :]
+def _unit_rows_vjp(unit, norm, grad_unit):
+    """dL/dx for u = x / |x| given dL/du: (g - u (u·g)) / |x|."""
+    return (grad_unit - unit * (unit * grad_unit).sum(-1, keepdim=True)) / norm
 
 
-def taylor_feature_attention(q, k, v_ext, onehot, chunk_size):
-    """Forward of the efficient form without autograd bookkeeping. Returns (Y', key statistics S)."""
+# ----------------------------------------------------------------------------------------------------------
+# Efficient form
+# ----------------------------------------------------------------------------------------------------------
+
+_BLOCK_TOKENS = 4096  # (row, token) pairs per block: bounds the temporaries (block × (e·d + D) floats)
+_MIN_CHUNK = 128  # tokens per block along N, at least (or N): below this the block matmuls get slow
+
+
+def choose_chunk(num_tokens, rows_per_batch, granule=None):
+    """Tokens per block along N. ``granule``: a length every block should divide (regions: the gcd of
+    the region sizes), preferred when one of its divisors is close to the target."""
+    target = max(_MIN_CHUNK, _BLOCK_TOKENS // max(1, rows_per_batch))
+    target = min(num_tokens, target)
+    if granule:
+        divisors = [c for c in range(1, granule + 1) if granule % c == 0 and target // 2 <= c <= 2 * target]
+        if divisors:
+            return min(divisors, key=lambda c: abs(c - target))
+    return target
+
+
+def _efficient(q, k, v, temperature, regions, scale):
+    if q.dim() == 2:  # (N, d): give it a batch dimension for the blocks
+        out = _efficient(q[None], k[None], v[None], temperature, regions, scale)
+        return out[0]
     num_tokens = q.shape[-2]
-    stats = None
-    for rows in _chunks(num_tokens, chunk_size):  # S_r = Σ_{j in r} Φ(k_j)ᵀ v'_j
-        part = taylor_features(k[..., rows, :]).transpose(-2, -1) @ _spread(v_ext[..., rows, :], _rows(onehot, rows))
-        stats = part if stats is None else stats + part
-    out = v_ext.new_empty(v_ext.shape)
-    for rows in _chunks(num_tokens, chunk_size):  # y'_i = Φ(q_i)·S_{r(i)}
-        out[..., rows, :] = _gather(taylor_features(q[..., rows, :]) @ stats, _rows(onehot, rows))
-    return out, stats
+    inner_rows = math.prod(q.shape[1:-2])
+    if regions is None:
+        chunk = choose_chunk(num_tokens, inner_rows)
+        return TaylorShiftEfficient.apply(q, k, v, temperature, None, None, 1, scale, chunk)
+    layout = RegionLayout(regions, q.shape[:-1], lambda granule: choose_chunk(num_tokens, inner_rows, granule))
+    q_blocks, k_blocks, v_blocks = (layout.to_blocks(t) for t in (q, k, v))
+    out = TaylorShiftEfficient.apply(q_blocks, k_blocks, v_blocks, temperature, layout.key_weight,
+                                     layout.chunk_region, layout.num_regions, scale, layout.chunk)
+    return layout.from_blocks(out)
 
 
-class TaylorFeatureAttention(torch.autograd.Function):
-    """Y' = Φ(Q)·S_{r(i)} with S_r = Σ_{j in region r} Φ(k_j) v'_jᵀ, chunked over tokens.
+class RegionLayout:
+    """Tokens of every row sorted by region id and each region padded to whole chunks.
 
-    Saves only q, k, v', the region one-hot and the key statistics S (D × R·e per batch and head);
-    the backward pass recomputes Φ chunk by chunk.
+    Attributes: chunk (tokens per chunk), length (padded row length, a multiple of chunk), slot (..., N)
+    (position of every token in the padded row), key_weight (..., length) (1 for tokens, 0 for padding),
+    chunk_region (..., length / chunk) (the region index 0..R-1 of each chunk), num_regions (R, the largest
+    number of distinct ids in a row). Leading dims are those of ``regions`` (broadcast against the batch).
+    """
+
+    def __init__(self, regions, token_shape, choose):
+        num_tokens = token_shape[-1]
+        regions = regions.reshape((1, ) * (len(token_shape) - regions.dim()) + tuple(regions.shape))
+        regions = regions.expand(regions.shape[:-1] + (num_tokens, ))
+        lead = regions.shape[:-1]
+        ids, order = torch.sort(regions.reshape(-1, num_tokens), dim=-1, stable=True)
+        new_region = torch.ones_like(ids, dtype=torch.bool)
+        new_region[:, 1:] = ids[:, 1:] != ids[:, :-1]
+        region = new_region.long().cumsum(-1) - 1  # region index of every sorted token, 0..R_row-1
+        self.num_regions = int(region.max()) + 1
+        sizes = torch.zeros(ids.shape[0], self.num_regions, dtype=torch.long, device=ids.device)
+        sizes.scatter_add_(1, region, torch.ones_like(region))  # tokens per region
+        granule = math.gcd(*sizes[sizes > 0].unique().tolist())
+        self.chunk = chunk = choose(granule)
+        padded = (sizes + chunk - 1) // chunk * chunk  # each region padded to whole chunks
+        start = padded.cumsum(-1) - padded  # first slot of each region in the padded row
+        first = sizes.cumsum(-1) - sizes  # first sorted position of each region
+        position = torch.arange(num_tokens, device=ids.device) - first.gather(1, region)  # rank inside region
+        self.length = length = int(padded.sum(-1).max())
+        slot = torch.empty_like(order).scatter_(1, order, start.gather(1, region) + position)
+        chunk_start = torch.arange(0, length, chunk, device=ids.device).expand(ids.shape[0], -1)
+        chunk_region = torch.searchsorted(start + padded, chunk_start.contiguous(), right=True)
+        regions_in_row = region[:, -1:] + 1
+        chunk_region[chunk_region >= regions_in_row] = 0  # padding after a row's end: any non-empty region
+        self.chunk_region = chunk_region.reshape(lead + (-1, ))
+        key_weight = torch.zeros(ids.shape[0], length, device=ids.device)
+        self.key_weight = key_weight.scatter_(1, slot, 1.0).reshape(lead + (length, ))
+        self.slot = slot.reshape(lead + (num_tokens, ))
+
+    def _index(self, batch, width):
+        """slot as a gather/scatter index (batch..., N, width)."""
+        slot = self.slot.expand(batch + self.slot.shape[-1:])
+        return slot[..., None].expand(slot.shape + (width, ))
+
+    def to_blocks(self, t):
+        """(..., N, f) -> (..., length, f), zeros in the padding."""
+        blocks = t.new_zeros(t.shape[:-2] + (self.length, t.shape[-1]))
+        return blocks.scatter(-2, self._index(t.shape[:-2], t.shape[-1]), t)
+
+    def from_blocks(self, t):
+        """(..., length, f) -> (..., N, f)."""
+        return t.gather(-2, self._index(t.shape[:-2], t.shape[-1]))
+
+
+def _blocks(batch_rows, num_tokens, rows_per_block, chunk):
+    """(row slice, token slice, chunk index) over dim 0 and the token dim; rows outer, tokens inner."""
+    for r0 in range(0, batch_rows, rows_per_block):
+        for j, t0 in enumerate(range(0, num_tokens, chunk)):
+            yield slice(r0, min(r0 + rows_per_block, batch_rows)), slice(t0, min(t0 + chunk, num_tokens)), j
+
+
+class _Buffers:
+    """Reusable scratch tensors, one per name and shape: fresh large CPU allocations cost page faults."""
+
+    def __init__(self, like):
+        self.like = like
+        self.cache = {}
+
+    def get(self, name, shape):
+        key = (name, tuple(shape))
+        if key not in self.cache:
+            self.cache[key] = self.like.new_empty(shape)
+        return self.cache[key]
+
+
+class _PerRows:
+    """A value computed once per row slice (the blocks come rows outer, tokens inner)."""
+
+    def __init__(self, compute):
+        self.compute, self.rows, self.value = compute, None, None
+
+    def __call__(self, rows):
+        if rows != self.rows:
+            self.rows, self.value = rows, self.compute(rows)
+        return self.value
+
+
+class TaylorShiftEfficient(torch.autograd.Function):
+    """Normalised TaylorShift attention by blocks: y_i = s · y'_i[1:] / y'_i[0], y'_i = ψ(τ q̂_i)ᵀ S_{r(i)},
+    S_r = C Σ_{j in r} ψ(k̂_j) [w_j, v_j]ᵀ, where w_j = 1 for a token and 0 for padding.
+
+    Inputs: q, k (B, ..., L, d), v (B, ..., L, dv), temperature (broadcasts to (B, ..., 1, 1)) or None,
+    key_weight (broadcasts to (B, ..., L)) or None, chunk_region (broadcasts to (B, ..., L / chunk)) or
+    None, num_regions, scale s, chunk. Saves q, k, v (references), S (R × D × (1+dv) per row), the output
+    and its denominators y'[0]; the backward pass recomputes ψ block by block.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v_ext, onehot, chunk_size):
-        out, stats = taylor_feature_attention(q, k, v_ext, onehot, chunk_size)
-        ctx.save_for_backward(q, k, v_ext, onehot, stats)
-        ctx.chunk_size = chunk_size
+    def forward(ctx, q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk):
+        batch, (num_tokens, head_dim), width = q.shape[:-2], q.shape[-2:], v.shape[-1] + 1
+        rows_per_block = max(1, _BLOCK_TOKENS // (chunk * max(1, math.prod(batch[1:]))))
+        psi, bufs = _feature_map(head_dim, q.device), _Buffers(q)
+        stats = q.new_zeros(batch + (num_regions, psi.width, width))
+        for rows, tokens, j in _blocks(batch[0], num_tokens, rows_per_block, chunk):  # Σ_j ψ(k̂_j) v'_jᵀ
+            k_unit, _ = _unit_rows(k[rows, ..., tokens, :])
+            features = psi(k_unit, bufs.get('psi', k_unit.shape[:-1] + (psi.width, )))
+            values = _weighted_values(v[rows, ..., tokens, :], key_weight, rows, tokens, bufs)
+            _add_to_region(stats[rows], features.transpose(-2, -1) @ values, chunk_region, rows, j)
+        psi.apply_weight(stats)  # S = C Σ_j ψ(k̂_j) v'_jᵀ
+        tau = None if temperature is None else temperature.expand(batch + (1, 1))
+        out = v.new_empty(v.shape)
+        denominator = v.new_empty(batch + (num_tokens, ))
+        for rows, tokens, j in _blocks(batch[0], num_tokens, rows_per_block, chunk):  # y'_i = ψ(τ q̂_i)ᵀ S_r(i)
+            q_unit, _ = _unit_rows(q[rows, ..., tokens, :])
+            q_hat = q_unit if tau is None else q_unit * tau[rows]
+            features = psi(q_hat, bufs.get('psi', q_hat.shape[:-1] + (psi.width, )))
+            y_ext = features @ _region_stats(stats[rows], chunk_region, rows, j)
+            denominator[rows, ..., tokens] = y_ext[..., 0]
+            torch.mul(y_ext[..., 1:], scale / y_ext[..., :1], out=out[rows, ..., tokens, :])  # s y'[1:] / y'[0]
+        ctx.save_for_backward(q, k, v, temperature, key_weight, chunk_region, stats, out, denominator)
+        ctx.config = (scale, chunk, rows_per_block)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v_ext, onehot, stats = ctx.saved_tensors
-        num_tokens = q.shape[-2]
-        grad_q = grad_k = grad_v = None
+        q, k, v, temperature, key_weight, chunk_region, stats, out, denominator = ctx.saved_tensors
+        scale, chunk, rows_per_block = ctx.config
+        batch, (num_tokens, head_dim), width = q.shape[:-2], q.shape[-2:], v.shape[-1] + 1
+        psi, bufs = _feature_map(head_dim, q.device), _Buffers(q)
+        need_q, need_k, need_v, need_tau = ctx.needs_input_grad[:4]
+        tau = None if temperature is None else temperature.expand(batch + (1, 1))
+        grad_q = torch.empty_like(q) if need_q else None
+        grad_tau = q.new_zeros(batch + (1, 1)) if need_tau else None
         grad_stats = torch.zeros_like(stats)
-        if ctx.needs_input_grad[0]:
-            grad_q = torch.empty_like(q)
-        for rows in _chunks(num_tokens, ctx.chunk_size):
-            q_rows = q[..., rows, :]
-            grad_z = _spread(grad_out[..., rows, :], _rows(onehot, rows))  # dL/d(Φ(q)S) for this chunk
-            grad_stats += taylor_features(q_rows).transpose(-2, -1) @ grad_z  # dS = Σ_i Φ(q_i)ᵀ dz_i
-            if grad_q is not None:
-                grad_q[..., rows, :] = _taylor_features_vjp(q_rows, grad_z @ stats.transpose(-2, -1))
-        if ctx.needs_input_grad[1]:
-            grad_k = torch.empty_like(k)
-        if ctx.needs_input_grad[2]:
-            grad_v = torch.empty_like(v_ext)
-        if grad_k is not None or grad_v is not None:
-            for rows in _chunks(num_tokens, ctx.chunk_size):
-                k_rows = k[..., rows, :]
-                spread_v = _spread(v_ext[..., rows, :], _rows(onehot, rows))
-                if grad_v is not None:  # dv'_j = Φ(k_j)·dS_{r(j)}
-                    grad_v[..., rows, :] = _gather(taylor_features(k_rows) @ grad_stats, _rows(onehot, rows))
-                if grad_k is not None:  # dΦ(k_j) = dS_{r(j)} v'_j
-                    grad_k[..., rows, :] = _taylor_features_vjp(k_rows, spread_v @ grad_stats.transpose(-2, -1))
-        return grad_q, grad_k, grad_v, None, None
+        query_weights = _PerRows(lambda rows: psi.vjp_weights(stats[rows]))  # W(S_r), every region
+        for rows, tokens, j in _blocks(batch[0], num_tokens, rows_per_block, chunk):
+            g, y = grad_out[rows, ..., tokens, :], out[rows, ..., tokens, :]
+            inv_den = 1 / denominator[rows, ..., tokens, None]
+            grad_y_ext = bufs.get('dz', g.shape[:-1] + (width, ))  # dL/dy' = [-(g·y)/y'_0, s g / y'_0]
+            torch.mul((g * y).sum(-1, keepdim=True), -inv_den, out=grad_y_ext[..., :1])
+            torch.mul(g, scale * inv_den, out=grad_y_ext[..., 1:])
+            q_unit, q_norm = _unit_rows(q[rows, ..., tokens, :])
+            q_hat = q_unit if tau is None else q_unit * tau[rows]
+            features = psi(q_hat, bufs.get('psi', q_hat.shape[:-1] + (psi.width, )))
+            _add_to_region(grad_stats[rows], features.transpose(-2, -1) @ grad_y_ext, chunk_region, rows, j)
+            if need_q or need_tau:  # dq̂ = [dz, dz⊠q̂] W(S_r)
+                inputs = _vjp_inputs(grad_y_ext, q_hat, bufs.get('vjp', g.shape[:-1] + (width * (1 + head_dim), )))
+                grad_q_hat = inputs @ _region_stats(query_weights(rows), chunk_region, rows, j)
+                if need_tau:  # dτ = Σ dq̂·q̂/τ
+                    grad_tau[rows] += (grad_q_hat * q_unit).sum((-2, -1), keepdim=True)
+                if need_q:
+                    grad_unit = grad_q_hat if tau is None else grad_q_hat * tau[rows]
+                    grad_q[rows, ..., tokens, :] = _unit_rows_vjp(q_unit, q_norm, grad_unit)
+        psi.apply_weight(grad_stats)  # G = dL/d(Σ_j ψ(k̂_j) v'_jᵀ) = C dS
+        grad_k = torch.empty_like(k) if need_k else None
+        grad_v = torch.empty_like(v) if need_v else None
+        key_weights = _PerRows(lambda rows: psi.vjp_weights(grad_stats[rows]))  # W(G_r), every region
+        if need_k or need_v:
+            for rows, tokens, j in _blocks(batch[0], num_tokens, rows_per_block, chunk):
+                k_unit, k_norm = _unit_rows(k[rows, ..., tokens, :])
+                values = _weighted_values(v[rows, ..., tokens, :], key_weight, rows, tokens, bufs)
+                if need_v:  # dv'_j = ψ(k̂_j)ᵀ G_r(j)
+                    features = psi(k_unit, bufs.get('psi', k_unit.shape[:-1] + (psi.width, )))
+                    grad_v[rows, ..., tokens, :] = (features @ _region_stats(grad_stats[rows], chunk_region, rows, j))[..., 1:]
+                if need_k:  # dk̂ = [v', v'⊠k̂] W(G_r)
+                    inputs = _vjp_inputs(values, k_unit, bufs.get('vjp', values.shape[:-1] + (width * (1 + head_dim), )))
+                    grad_k_hat = inputs @ _region_stats(key_weights(rows), chunk_region, rows, j)
+                    grad_k[rows, ..., tokens, :] = _unit_rows_vjp(k_unit, k_norm, grad_k_hat)
+        if need_tau:
+            grad_tau = grad_tau.sum_to_size(temperature.shape)
+        return grad_q, grad_k, grad_v, grad_tau, None, None, None, None, None
+
+
+def _weighted_values(v_rows, key_weight, rows, tokens, bufs):
+    """v' = [w, v]: column 0 counts the keys (the denominator), 0 for padding."""
+    values = bufs.get('values', v_rows.shape[:-1] + (v_rows.shape[-1] + 1, ))
+    if key_weight is None:
+        values[..., 0] = 1
+    else:
+        values[..., 0] = key_weight[rows if key_weight.shape[0] > 1 else slice(None), ..., tokens]
+    values[..., 1:] = v_rows
+    return values
+
+
+def _chunk_region_index(chunk_region, rows, j, like):
+    """The region index of chunk j for every row of the block, shaped (m, ..., 1, a, b) for ``like``."""
+    index = chunk_region[rows if chunk_region.shape[0] > 1 else slice(None), ..., j]
+    return index.expand(like.shape[:-3])[..., None, None, None].expand(like.shape[:-3] + (1, ) + like.shape[-2:])
+
+
+def _add_to_region(stats, part, chunk_region, rows, j):
+    """S_r(chunk j) += part, for every row of the block."""
+    if chunk_region is None:
+        stats[..., 0, :, :] += part
+    else:
+        stats.scatter_add_(-3, _chunk_region_index(chunk_region, rows, j, stats), part[..., None, :, :])
+
+
+def _region_stats(per_region, chunk_region, rows, j):
+    """The (..., R, a, b) entry of chunk j's region for every row of the block: (m, ..., a, b)."""
+    if chunk_region is None:
+        return per_region[..., 0, :, :]
+    return per_region.gather(-3, _chunk_region_index(chunk_region, rows, j, per_region))[..., 0, :, :]
