@@ -17,7 +17,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from basicsr.archs.swinir_arch import (DropPath, Mlp, PatchEmbed, PatchUnEmbed, Upsample, UpsampleOneStep,
-                                       window_partition, window_reverse)
+                                       window_partition)
 from torch import nn
 from torch.utils import checkpoint
 
@@ -49,6 +49,16 @@ def _shifted_window_regions(height, width, window_size, shift_size, device):
 
 
 _cached_shifted_window_regions = lru_cache(maxsize=32)(_shifted_window_regions)
+
+
+def window_reverse(windows, window_size, height, width):
+    """(B, num_windows, window_size², C) -> (B, H, W, C), the inverse of ``window_partition``.
+
+    BasicSR's version recovers B as int(float), which graph export (ONNX) freezes to the example's batch size.
+    """
+    b, c = windows.shape[0], windows.shape[-1]
+    x = windows.view(b, height // window_size, width // window_size, window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, height, width, c)
 
 
 def pad_to_multiple(x, multiple):
@@ -98,7 +108,7 @@ class TaylorSwinTransformerBlock(nn.Module):
             regions = shifted_window_regions(h, w, self.window_size, self.shift_size, x.device).repeat(b, 1)
         windows = window_partition(x, self.window_size).view(-1, self.window_size * self.window_size, c)
         windows = self.attn(windows, regions=regions)
-        x = window_reverse(windows.view(-1, self.window_size, self.window_size, c), self.window_size, h, w)
+        x = window_reverse(windows.view(b, -1, self.window_size * self.window_size, c), self.window_size, h, w)
         if self.shift_size:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         x = shortcut + self.drop_path(x.reshape(b, h * w, c))
