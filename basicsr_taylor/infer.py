@@ -154,7 +154,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s: %(message)s')
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s: %(message)s')
+    logger.setLevel(logging.INFO)
     try:
         device = resolve_device(args.device)
         network, network_opt, opt_path = load_network(args.model, args.opt)

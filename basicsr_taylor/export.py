@@ -1,0 +1,118 @@
+"""Export a trained network to ONNX with dynamic batch, height and width, checked with onnxruntime.
+
+    basicsr-taylor-export --model net_g_latest.pth [--opt options/train_x2.yml] --onnx out.onnx
+
+Uses torch.onnx.export's torch.export-based path (``dynamo=True``); the legacy TorchScript tracer would freeze
+the padding and window counts of the example size. TaylorShift attention is exported in its plain tensor-op
+form (``export_attention``): the same function, without data-dependent shapes. The graph takes ``lr`` (B, C, H, W) float32 in [0, 1]
+and returns ``sr`` (B, C, H·scale, W·scale); any H, W >= 1. After writing, the model is run with onnxruntime
+on two sizes with different numbers of windows and compared with PyTorch (needs the ``export`` extra).
+"""
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from os import path as osp
+
+import torch
+
+import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
+from basicsr_taylor.checkpoint import CheckpointError, load_network, network_in_channels, network_scale, \
+    network_window_size
+from basicsr_taylor.export_attention import exportable_attention
+
+logger = logging.getLogger('basicsr_taylor.export')
+
+
+def check_sizes(window_size):
+    """Two (H, W) that differ in the number of windows and in padding: 1×2 and 3×3 windows, odd sizes."""
+    window_size = max(window_size, 8)
+    return [(window_size - 3, 2 * window_size - 1), (2 * window_size + 5, 3 * window_size - 7)]
+
+
+def export_onnx(network, onnx_path, in_channels, window_size, opset=None):
+    """Write ``network`` as ONNX with dynamic batch/height/width (atomically: temp file, then rename)."""
+    network = network.eval().cpu()
+    example = torch.rand(2, in_channels, 2 * window_size + 3, 2 * window_size + 5)  # not 0/1: no specialisation
+    dims = {2: torch.export.Dim('height', min=1, max=65536), 3: torch.export.Dim('width', min=1, max=65536),
+            0: torch.export.Dim('batch', min=1, max=1024)}
+    folder = osp.dirname(osp.abspath(onnx_path))
+    os.makedirs(folder, exist_ok=True)
+    fd, temp_path = tempfile.mkstemp(prefix='.' + osp.basename(onnx_path) + '.', suffix='.tmp', dir=folder)
+    os.close(fd)
+    try:
+        with exportable_attention(), torch.no_grad():
+            program = torch.onnx.export(network, (example, ), dynamo=True, dynamic_shapes=({**dims}, ),
+                                        input_names=['lr'], output_names=['sr'], opset_version=opset,
+                                        verbose=False)
+        program.save(temp_path, external_data=False)
+        os.replace(temp_path, onnx_path)
+    finally:
+        if osp.exists(temp_path):
+            os.remove(temp_path)
+    return onnx_path
+
+
+def check_onnx(network, onnx_path, in_channels, sizes, seed=0):
+    """Max |onnxruntime - PyTorch| of the output on random inputs of the given (H, W) sizes."""
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+    generator = torch.Generator().manual_seed(seed)
+    differences = []
+    for height, width in sizes:
+        x = torch.rand(1, in_channels, height, width, generator=generator)
+        with torch.no_grad():
+            expected = network(x).numpy()
+        (actual, ) = session.run(['sr'], {'lr': x.numpy()})
+        if actual.shape != expected.shape:
+            raise AssertionError(f'ONNX output shape {actual.shape} != PyTorch {expected.shape} at {height}x{width}')
+        differences.append(float(np.abs(actual - expected).max()))
+    return differences
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog='basicsr-taylor-export',
+                                     description='Export a BasicSR/TaylorSwinIR checkpoint to ONNX (dynamic H, W).')
+    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
+    parser.add_argument('--opt', default=None,
+                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
+    parser.add_argument('--onnx', required=True, help='output .onnx file')
+    parser.add_argument('--opset', type=int, default=None, help='ONNX opset (default: the exporter\'s)')
+    parser.add_argument('--atol', type=float, default=1e-3,
+                        help='largest |onnxruntime - PyTorch| accepted by the check (default 1e-3)')
+    parser.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s: %(message)s')
+    logger.setLevel(logging.INFO)
+    try:
+        network, network_opt, opt_path = load_network(args.model, args.opt)
+    except CheckpointError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    in_channels = network_in_channels(network, network_opt)
+    window_size = network_window_size(network, network_opt)
+    scale = network_scale(network, network_opt)
+    logger.info('exporting network_g of %s (x%d, window %d) to %s', opt_path, scale, window_size, args.onnx)
+    export_onnx(network, args.onnx, in_channels, window_size, args.opset)
+    if args.no_check:
+        return 0
+    sizes = check_sizes(window_size)
+    differences = check_onnx(network, args.onnx, in_channels, sizes)
+    for (height, width), difference in zip(sizes, differences):
+        print(f'onnxruntime vs PyTorch at {height}x{width}: max abs diff {difference:.2e}')
+    if max(differences) > args.atol:
+        print(f'error: ONNX output differs from PyTorch by more than --atol {args.atol}', file=sys.stderr)
+        return 1
+    print(f'wrote {args.onnx}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
