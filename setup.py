@@ -24,6 +24,7 @@ setup(
         'pyyaml',
         'tqdm',
         'scikit-image',  # sample photos for the quickstart
+        'Pillow',  # EXIF orientation of input images (basicsr-taylor-infer)
         'setuptools; python_version >= "3.12"',  # provides the distutils that basicsr 1.4.2 imports
     ],
     extras_require={
