@@ -56,7 +56,8 @@ class Upscaler:
     A tile whose half-precision output is not finite is recomputed in float32, with a warning.
     """
 
-    def __init__(self, network, scale, device, precision='fp32', tile=0, tile_overlap=32, progress=False):
+    def __init__(self, network, scale, device, precision='fp32', tile=0, tile_overlap=32, progress=False,
+                 align=None):
         check_tile_options(tile, tile_overlap)
         check_precision(precision, device)
         self.network = network.to(device).eval()
@@ -66,6 +67,7 @@ class Upscaler:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.progress = progress
+        self.align = align or int(getattr(network, 'window_size', 1))  # tiles start on the window grid
         self.fp32_fallbacks = 0
 
     @torch.inference_mode()
@@ -81,7 +83,7 @@ class Upscaler:
         return self.network(x).float()
 
     def __call__(self, x):
-        return tiled_forward(self._forward, x, self.scale, self.tile, self.tile_overlap, progress=self.progress)
+        return tiled_forward(self._forward, x, self.scale, self.tile, self.tile_overlap, self.align, self.progress)
 
 
 def upscale_image(image, upscaler, in_channels, alpha_upsampler='bicubic'):
@@ -141,7 +143,7 @@ def parse_args(argv=None):
     parser.add_argument('--opt', default=None,
                         help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
     parser.add_argument('--tile', type=int, default=0,
-                        help='tile side in input pixels, 0 = whole image (use a multiple of window_size)')
+                        help='tile side in input pixels, 0 = whole image (rounded down to a multiple of window_size)')
     parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in input pixels')
     parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32')
     parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
@@ -160,7 +162,9 @@ def main(argv=None):
         device = resolve_device(args.device)
         network, network_opt, opt_path = load_network(args.model, args.opt)
         scale = network_scale(network, network_opt)
-        upscaler = Upscaler(network, scale, device, args.precision, args.tile, args.tile_overlap, progress=True)
+        window = network_window_size(network, network_opt)
+        upscaler = Upscaler(network, scale, device, args.precision, args.tile, args.tile_overlap, progress=True,
+                            align=window)
         images = list_images(args.input)
     except (CheckpointError, ValueError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
@@ -168,9 +172,9 @@ def main(argv=None):
     if not images:
         print(f'error: no images ({", ".join(IMAGE_EXTENSIONS)}) in {args.input}', file=sys.stderr)
         return 2
-    window = network_window_size(network, network_opt)
     if args.tile and args.tile % window:
-        logger.info('--tile %d is not a multiple of window_size %d: each tile is padded to one', args.tile, window)
+        logger.info('--tile %d is rounded down to a multiple of window_size %d: %d', args.tile, window,
+                    max(window, args.tile // window * window))
     in_channels = network_in_channels(network, network_opt)
     suffix = f'_x{scale}' if args.suffix is None else args.suffix
     logger.info('network_g of %s (x%d) on %s, %s; %d image(s)', opt_path, scale, device, args.precision, len(images))

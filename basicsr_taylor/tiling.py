@@ -5,23 +5,29 @@ tile, not the image; the output is accumulated on the CPU. Each tile's output is
 across the overlap on every side that has a neighbour, and the weighted outputs are averaged:
 
     out = Σ_t w_t · sr(tile_t) / Σ_t w_t
-"""
-import math
 
+Tiles start at multiples of the attention window (``align``): a tile then partitions its pixels into the
+same (shifted) windows as the whole image would, and differs from one pass only near its borders.
+"""
 import torch
 from tqdm import tqdm
 
 
-def tile_starts(size, tile, overlap):
-    """Start offsets of the fewest tiles of length ``tile`` that cover 0..size with >= ``overlap`` shared pixels.
+def tile_spans(size, tile, overlap, align=1):
+    """(start, stop) of tiles covering 0..size: starts at multiples of ``align``, spaced by the largest such
+    step <= tile - overlap, every tile ``tile`` long except the last, which ends at ``size``.
 
-    n = ceil((size - overlap) / (tile - overlap)) tiles, spread evenly from 0 to size - tile, so that every
-    tile has the same full length (and padding) and the overlaps are as equal as possible.
+    ``tile`` is first rounded down to a multiple of ``align`` (at least ``align``).
     """
+    tile = max(align, tile // align * align)
     if size <= tile:
-        return [0]
-    count = math.ceil((size - overlap) / (tile - overlap))
-    return [i * (size - tile) // (count - 1) for i in range(count)]
+        return [(0, size)]
+    step = max(align, (tile - overlap) // align * align)
+    spans, start = [], 0
+    while start + tile < size:
+        spans.append((start, start + tile))
+        start += step
+    return spans + [(start, size)]
 
 
 def blend_ramp(length, ramp, fade_start, fade_end):
@@ -46,7 +52,7 @@ def check_tile_options(tile, overlap):
         raise ValueError(f'--tile-overlap ({overlap}) must be smaller than --tile ({tile})')
 
 
-def tiled_forward(forward, image, scale, tile, overlap, progress=False):
+def tiled_forward(forward, image, scale, tile, overlap, align=1, progress=False):
     """Apply ``forward`` ((B, C, h, w) -> (B, C', h·scale, w·scale), any device) tile by tile.
 
     Args:
@@ -55,6 +61,7 @@ def tiled_forward(forward, image, scale, tile, overlap, progress=False):
         scale: output/input size ratio of ``forward``.
         tile: tile side in input pixels; 0 or None (or an image no larger than one tile) runs it whole.
         overlap: input pixels shared by neighbouring tiles, blended with a linear ramp.
+        align: tiles start at multiples of this (the network's window size).
         progress: show a progress bar over the tiles.
 
     Returns:
@@ -64,20 +71,19 @@ def tiled_forward(forward, image, scale, tile, overlap, progress=False):
     batch, _, height, width = image.shape
     if not tile or (height <= tile and width <= tile):
         return forward(image).float().cpu()
-    tile_h, tile_w = min(tile, height), min(tile, width)
-    rows, cols = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
+    rows, cols = tile_spans(height, tile, overlap, align), tile_spans(width, tile, overlap, align)
+    ramp = overlap * scale
     output = weight_sum = None
-    for top, left in tqdm([(top, left) for top in rows for left in cols], desc='tiles', unit='tile', leave=False,
-                          disable=not progress):
-        patch = forward(image[:, :, top:top + tile_h, left:left + tile_w]).float().cpu()
+    for (top, bottom), (left, right) in tqdm([(r, c) for r in rows for c in cols], desc='tiles', unit='tile',
+                                             leave=False, disable=not progress):
+        patch = forward(image[:, :, top:bottom, left:right]).float().cpu()
         if output is None:
             output = torch.zeros(batch, patch.shape[1], height * scale, width * scale)
             weight_sum = torch.zeros(1, 1, height * scale, width * scale)
-        ramp = overlap * scale
-        weight_y = blend_ramp(tile_h * scale, ramp, top > 0, top + tile_h < height)
-        weight_x = blend_ramp(tile_w * scale, ramp, left > 0, left + tile_w < width)
+        weight_y = blend_ramp((bottom - top) * scale, ramp, top > 0, bottom < height)
+        weight_x = blend_ramp((right - left) * scale, ramp, left > 0, right < width)
         weight = weight_y[:, None] * weight_x[None, :]  # separable: w(y, x) = w_y(y) · w_x(x)
-        out_y, out_x = slice(top * scale, (top + tile_h) * scale), slice(left * scale, (left + tile_w) * scale)
+        out_y, out_x = slice(top * scale, bottom * scale), slice(left * scale, right * scale)
         output[:, :, out_y, out_x] += patch * weight
         weight_sum[:, :, out_y, out_x] += weight
     return output / weight_sum

@@ -10,7 +10,7 @@ import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
 from basicsr.metrics import calculate_psnr
 from basicsr_taylor import TaylorSwinIR
 from basicsr_taylor.infer import Upscaler
-from basicsr_taylor.tiling import blend_ramp, check_tile_options, tile_starts, tiled_forward
+from basicsr_taylor.tiling import blend_ramp, check_tile_options, tile_spans, tiled_forward
 
 CPU = torch.device('cpu')
 
@@ -44,18 +44,19 @@ def to_uint8(tensor):
     return (tensor[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def test_tile_starts_cover_the_image_with_full_size_tiles():
-    for size, tile, overlap in [(100, 32, 8), (64, 32, 0), (33, 32, 8), (20, 32, 8), (257, 64, 16)]:
-        starts = tile_starts(size, tile, overlap)
-        length = min(tile, size)
+def test_tile_spans_cover_the_image_on_the_window_grid():
+    for size, tile, overlap, align in [(100, 32, 8, 1), (64, 32, 0, 8), (33, 32, 8, 8), (20, 32, 8, 8),
+                                       (257, 64, 16, 8), (300, 144, 32, 48), (130, 50, 10, 16)]:
+        spans = tile_spans(size, tile, overlap, align)
         covered = np.zeros(size, bool)
-        for start in starts:
-            assert 0 <= start and start + length <= size
-            covered[start:start + length] = True
-        assert covered.all(), (size, tile, overlap)
-        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
-        if len(starts) > 1:  # the fewest tiles: one less could not cover the image
-            assert (len(starts) - 1) * (tile - overlap) + overlap < size
+        for start, stop in spans:
+            assert start % align == 0 and 0 <= start < stop <= size
+            assert stop - start <= max(align, tile // align * align)  # never more than one tile
+            covered[start:stop] = True
+        assert covered.all() and spans[-1][1] == size, (size, tile, overlap, align)
+        for (_, stop), (start, _) in zip(spans, spans[1:]):
+            assert stop - start >= overlap  # neighbours share at least the overlap
+    assert tile_spans(300, 144, 32, 48) == [(0, 144), (96, 240), (192, 300)]
 
 
 def test_blend_ramp_fades_only_at_shared_sides():
@@ -84,8 +85,8 @@ def test_tiled_matches_untiled_on_a_photo_and_the_network_only_sees_tiles(networ
 
     with torch.inference_mode():
         full = network(lr)
-        tiled = tiled_forward(forward, lr, 2, tile=64, overlap=16)
-    assert len(seen) == 9 and set(seen) == {(64, 64)}  # 3×3 tiles of 64², never the whole 128² image
+        tiled = tiled_forward(forward, lr, 2, tile=64, overlap=16, align=8)
+    assert len(seen) == 9 and max(max(size) for size in seen) == 64  # 3×3 tiles, never the whole 128² image
     psnr = calculate_psnr(to_uint8(full), to_uint8(tiled), crop_border=0)
     assert psnr > 45, psnr
 
