@@ -201,11 +201,6 @@ def test_module_shapes_parameters_and_registry():
         TaylorShiftAttention(dim=24, num_heads=4, form='softmax')
 
 
-def test_package_exports_and_reimport():
-    import importlib
-
-    from basicsr.utils.registry import ARCH_REGISTRY
+def test_package_exports():
     assert basicsr_taylor.taylor_shift_attention is taylor_shift_attention
-    for module in ('basicsr_taylor.archs.taylor_shift_attention_arch', 'basicsr_taylor.archs.taylor_swinir_arch'):
-        importlib.reload(importlib.import_module(module))  # BasicSR's registry would assert on a 2nd register
-    assert 'TaylorSwinIR' in ARCH_REGISTRY and 'TaylorShiftAttention' in ARCH_REGISTRY
+    assert basicsr_taylor.TaylorShiftAttention is TaylorShiftAttention

@@ -166,8 +166,11 @@ def test_invalid_arguments_raise_value_errors_naming_the_argument(kwargs, name):
 
 
 def test_importing_twice_in_a_fresh_process_does_not_crash():
+    # BasicSR's registry asserts when a name is registered a second time
     code = ('import importlib, basicsr_taylor, basicsr_taylor.archs as a; importlib.reload(a); '
             'importlib.reload(basicsr_taylor); '
+            'importlib.reload(importlib.import_module("basicsr_taylor.archs.taylor_shift_attention_arch")); '
+            'importlib.reload(importlib.import_module("basicsr_taylor.archs.taylor_swinir_arch")); '
             'from basicsr.utils.registry import ARCH_REGISTRY; print(ARCH_REGISTRY.get("TaylorSwinIR").__name__)')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
