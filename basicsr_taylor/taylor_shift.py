@@ -167,14 +167,16 @@ class MonomialFeatures:
         self.index_ba = (second * d + first).to(device)
 
     def __call__(self, x, out):
-        """ψ(x) written into ``out`` (..., width); x (..., d)."""
+        """ψ(x) for tokens stored along the last dim (contiguous, fast broadcasts): x (..., d, c) -> out
+        (..., width, c)."""
         d = self.head_dim
-        out[..., 0] = 1
-        out[..., 1:d + 1] = x
+        out[..., 0, :] = 1
+        out[..., 1:d + 1, :] = x
         start = d + 1
         for a0, a1 in self.groups:  # x_a x_b for a in [a0, a1), b >= a0
             stop = start + (a1 - a0) * (d - a0)
-            torch.mul(x[..., a0:a1, None], x[..., None, a0:], out=out[..., start:stop].unflatten(-1, (a1 - a0, d - a0)))
+            torch.mul(x[..., a0:a1, None, :], x[..., None, a0:, :],
+                      out=out[..., start:stop, :].unflatten(-2, (a1 - a0, d - a0)))
             start = stop
         return out
 
@@ -202,29 +204,30 @@ def _feature_map(head_dim, device):
 
 
 def _vjp_inputs(g, x, out):
-    """[g, g⊠x] (..., c, e + e·d): row n holds g_n and every product g_n,e x_n,b."""
-    width, head_dim = g.shape[-1], x.shape[-1]
-    out[..., :width] = g
-    torch.mul(g[..., :, None], x[..., None, :], out=out[..., width:].unflatten(-1, (width, head_dim)))
+    """[g; g⊠x] (..., e + e·d, c) for tokens along the last dim: g (..., e, c), x (..., d, c)."""
+    width, head_dim = g.shape[-2], x.shape[-2]
+    out[..., :width, :] = g
+    torch.mul(g[..., :, None, :], x[..., None, :, :], out=out[..., width:, :].unflatten(-2, (width, head_dim)))
     return out
 
 
-def _unit_rows(x):
-    """(x / n, n) with n = max(|x|, eps) per row."""
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+def _unit_columns(x):
+    """(x / n, n) with n = max(|x|, eps) over dim -2 (tokens along the last dim), contiguous."""
+    x = x.contiguous()  # a (..., d, c) copy of a token chunk: the broadcasts below then run along c
+    norm = torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min_(_NORM_EPS)
     return x / norm, norm
 
 
-def _unit_rows_vjp(unit, norm, grad_unit):
-    """dL/dx for u = x / |x| given dL/du: (g - u (u·g)) / |x|."""
-    return (grad_unit - unit * (unit * grad_unit).sum(-1, keepdim=True)) / norm
+def _unit_columns_vjp(unit, norm, grad_unit):
+    """dL/dx for u = x / |x| given dL/du: (g - u (u·g)) / |x|, over dim -2."""
+    return (grad_unit - unit * (unit * grad_unit).sum(-2, keepdim=True)) / norm
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Efficient form
 # ----------------------------------------------------------------------------------------------------------
 
-_BLOCK_TOKENS = 4096  # (row, token) pairs per block: bounds the temporaries (block × (e·d + D) floats)
+_BLOCK_TOKENS = 1024  # (row, token) pairs per block: bounds the temporaries (block × (e·d + D) floats)
 _MIN_CHUNK = 128  # tokens per block along N, at least (or N): below this the block matmuls get slow
 
 
@@ -302,18 +305,20 @@ class RegionLayout:
     def to_blocks(self, t):
         """(..., N, f) -> (..., length, f), zeros in the padding."""
         blocks = t.new_zeros(t.shape[:-2] + (self.length, t.shape[-1]))
-        return blocks.scatter(-2, self._index(t.shape[:-2], t.shape[-1]), t)
+        return blocks.scatter_(-2, self._index(t.shape[:-2], t.shape[-1]), t)
 
     def from_blocks(self, t):
         """(..., length, f) -> (..., N, f)."""
         return t.gather(-2, self._index(t.shape[:-2], t.shape[-1]))
 
 
-def _blocks(batch_rows, num_tokens, rows_per_block, chunk):
-    """(row slice, token slice, chunk index) over dim 0 and the token dim; rows outer, tokens inner."""
-    for r0 in range(0, batch_rows, rows_per_block):
-        for j, t0 in enumerate(range(0, num_tokens, chunk)):
-            yield slice(r0, min(r0 + rows_per_block, batch_rows)), slice(t0, min(t0 + chunk, num_tokens)), j
+def _row_slices(batch_rows, rows_per_block):
+    return [slice(r0, min(r0 + rows_per_block, batch_rows)) for r0 in range(0, batch_rows, rows_per_block)]
+
+
+def _token_chunks(num_tokens, chunk):
+    """[(chunk index j, token slice)]."""
+    return list(enumerate(slice(t0, min(t0 + chunk, num_tokens)) for t0 in range(0, num_tokens, chunk)))
 
 
 class _Buffers:
@@ -330,102 +335,120 @@ class _Buffers:
         return self.cache[key]
 
 
-class _PerRows:
-    """A value computed once per row slice (the blocks come rows outer, tokens inner)."""
-
-    def __init__(self, compute):
-        self.compute, self.rows, self.value = compute, None, None
-
-    def __call__(self, rows):
-        if rows != self.rows:
-            self.rows, self.value = rows, self.compute(rows)
-        return self.value
-
-
 class TaylorShiftEfficient(torch.autograd.Function):
     """Normalised TaylorShift attention by blocks: y_i = s · y'_i[1:] / y'_i[0], y'_i = ψ(τ q̂_i)ᵀ S_{r(i)},
     S_r = C Σ_{j in r} ψ(k̂_j) [w_j, v_j]ᵀ, where w_j = 1 for a token and 0 for padding.
 
     Inputs: q, k (B, ..., L, d), v (B, ..., L, dv), temperature (broadcasts to (B, ..., 1, 1)) or None,
     key_weight (broadcasts to (B, ..., L)) or None, chunk_region (broadcasts to (B, ..., L / chunk)) or
-    None, num_regions, scale s, chunk. Saves q, k, v (references), S (R × D × (1+dv) per row), the output
-    and its denominators y'[0]; the backward pass recomputes ψ block by block.
+    None, num_regions, scale s, chunk. Work goes slice by slice of dim 0 ("rows"), and within a slice
+    chunk by chunk of tokens. Saves only q, k, v (references), the output and its denominators y'[0]:
+    the backward pass recomputes S and ψ, so the extra memory is one row slice's S and one block's
+    temporaries.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk):
-        batch, (num_tokens, head_dim), width = q.shape[:-2], q.shape[-2:], v.shape[-1] + 1
+        batch, (num_tokens, head_dim) = q.shape[:-2], q.shape[-2:]
         rows_per_block = max(1, _BLOCK_TOKENS // (chunk * max(1, math.prod(batch[1:]))))
         psi, bufs = _feature_map(head_dim, q.device), _Buffers(q)
-        stats = q.new_zeros(batch + (num_regions, psi.width, width))
-        for rows, tokens, j in _blocks(batch[0], num_tokens, rows_per_block, chunk):  # Σ_j ψ(k̂_j) v'_jᵀ
-            k_unit, _ = _unit_rows(k[rows, ..., tokens, :])
-            features = psi(k_unit, bufs.get('psi', k_unit.shape[:-1] + (psi.width, )))
-            values = _weighted_values(v[rows, ..., tokens, :], key_weight, rows, tokens, bufs)
-            _add_to_region(stats[rows], features.transpose(-2, -1) @ values, chunk_region, rows, j)
-        psi.apply_weight(stats)  # S = C Σ_j ψ(k̂_j) v'_jᵀ
         tau = None if temperature is None else temperature.expand(batch + (1, 1))
         out = v.new_empty(v.shape)
         denominator = v.new_empty(batch + (num_tokens, ))
-        for rows, tokens, j in _blocks(batch[0], num_tokens, rows_per_block, chunk):  # y'_i = ψ(τ q̂_i)ᵀ S_r(i)
-            q_unit, _ = _unit_rows(q[rows, ..., tokens, :])
-            q_hat = q_unit if tau is None else q_unit * tau[rows]
-            features = psi(q_hat, bufs.get('psi', q_hat.shape[:-1] + (psi.width, )))
-            y_ext = features @ _region_stats(stats[rows], chunk_region, rows, j)
-            denominator[rows, ..., tokens] = y_ext[..., 0]
-            torch.mul(y_ext[..., 1:], scale / y_ext[..., :1], out=out[rows, ..., tokens, :])  # s y'[1:] / y'[0]
-        ctx.save_for_backward(q, k, v, temperature, key_weight, chunk_region, stats, out, denominator)
-        ctx.config = (scale, chunk, rows_per_block)
+        chunks = _token_chunks(num_tokens, chunk)
+        for rows in _row_slices(batch[0], rows_per_block):
+            stats = _key_statistics(k, v, key_weight, chunk_region, num_regions, rows, chunks, psi, bufs)
+            for j, tokens in chunks:  # y'_i = ψ(τ q̂_i)ᵀ S_r(i)
+                q_unit, _ = _unit_columns(q[rows, ..., tokens, :].transpose(-2, -1))  # q̂ (m, ..., d, c)
+                q_hat = q_unit if tau is None else q_unit * tau[rows]
+                features = psi(q_hat, bufs.get('psi', q_hat.shape[:-2] + (psi.width, q_hat.shape[-1])))
+                y_ext = features.transpose(-2, -1) @ _region_entry(stats, chunk_region, rows, j)  # (m, ..., c, e)
+                denominator[rows, ..., tokens] = y_ext[..., 0]
+                torch.mul(y_ext[..., 1:], scale / y_ext[..., :1], out=out[rows, ..., tokens, :])  # s y'[1:] / y'[0]
+        ctx.save_for_backward(q, k, v, temperature, key_weight, chunk_region, out, denominator)
+        ctx.config = (num_regions, scale, chunk, rows_per_block)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, temperature, key_weight, chunk_region, stats, out, denominator = ctx.saved_tensors
-        scale, chunk, rows_per_block = ctx.config
+        q, k, v, temperature, key_weight, chunk_region, out, denominator = ctx.saved_tensors
+        num_regions, scale, chunk, rows_per_block = ctx.config
         batch, (num_tokens, head_dim), width = q.shape[:-2], q.shape[-2:], v.shape[-1] + 1
         psi, bufs = _feature_map(head_dim, q.device), _Buffers(q)
         need_q, need_k, need_v, need_tau = ctx.needs_input_grad[:4]
         tau = None if temperature is None else temperature.expand(batch + (1, 1))
         grad_q = torch.empty_like(q) if need_q else None
-        grad_tau = q.new_zeros(batch + (1, 1)) if need_tau else None
-        grad_stats = torch.zeros_like(stats)
-        query_weights = _PerRows(lambda rows: psi.vjp_weights(stats[rows]))  # W(S_r), every region
-        for rows, tokens, j in _blocks(batch[0], num_tokens, rows_per_block, chunk):
-            g, y = grad_out[rows, ..., tokens, :], out[rows, ..., tokens, :]
-            inv_den = 1 / denominator[rows, ..., tokens, None]
-            grad_y_ext = bufs.get('dz', g.shape[:-1] + (width, ))  # dL/dy' = [-(g·y)/y'_0, s g / y'_0]
-            torch.mul((g * y).sum(-1, keepdim=True), -inv_den, out=grad_y_ext[..., :1])
-            torch.mul(g, scale * inv_den, out=grad_y_ext[..., 1:])
-            q_unit, q_norm = _unit_rows(q[rows, ..., tokens, :])
-            q_hat = q_unit if tau is None else q_unit * tau[rows]
-            features = psi(q_hat, bufs.get('psi', q_hat.shape[:-1] + (psi.width, )))
-            _add_to_region(grad_stats[rows], features.transpose(-2, -1) @ grad_y_ext, chunk_region, rows, j)
-            if need_q or need_tau:  # dq̂ = [dz, dz⊠q̂] W(S_r)
-                inputs = _vjp_inputs(grad_y_ext, q_hat, bufs.get('vjp', g.shape[:-1] + (width * (1 + head_dim), )))
-                grad_q_hat = inputs @ _region_stats(query_weights(rows), chunk_region, rows, j)
-                if need_tau:  # dτ = Σ dq̂·q̂/τ
-                    grad_tau[rows] += (grad_q_hat * q_unit).sum((-2, -1), keepdim=True)
-                if need_q:
-                    grad_unit = grad_q_hat if tau is None else grad_q_hat * tau[rows]
-                    grad_q[rows, ..., tokens, :] = _unit_rows_vjp(q_unit, q_norm, grad_unit)
-        psi.apply_weight(grad_stats)  # G = dL/d(Σ_j ψ(k̂_j) v'_jᵀ) = C dS
         grad_k = torch.empty_like(k) if need_k else None
         grad_v = torch.empty_like(v) if need_v else None
-        key_weights = _PerRows(lambda rows: psi.vjp_weights(grad_stats[rows]))  # W(G_r), every region
-        if need_k or need_v:
-            for rows, tokens, j in _blocks(batch[0], num_tokens, rows_per_block, chunk):
-                k_unit, k_norm = _unit_rows(k[rows, ..., tokens, :])
+        grad_tau = q.new_zeros(batch + (1, 1)) if need_tau else None
+        chunks = _token_chunks(num_tokens, chunk)
+        for rows in _row_slices(batch[0], rows_per_block):
+            stats = _key_statistics(k, v, key_weight, chunk_region, num_regions, rows, chunks, psi, bufs)
+            query_weights = _VjpWeights(psi, stats, chunk_region, rows)
+            grad_stats = torch.zeros_like(stats)
+            for j, tokens in chunks:
+                g, y = grad_out[rows, ..., tokens, :], out[rows, ..., tokens, :]
+                inv_den = 1 / denominator[rows, ..., tokens, None]
+                grad_y_ext = bufs.get('dz', g.shape[:-1] + (width, ))  # dL/dy' = [-(g·y)/y'_0, s g / y'_0]
+                torch.mul((g * y).sum(-1, keepdim=True), -inv_den, out=grad_y_ext[..., :1])
+                torch.mul(g, scale * inv_den, out=grad_y_ext[..., 1:])
+                q_unit, q_norm = _unit_columns(q[rows, ..., tokens, :].transpose(-2, -1))
+                q_hat = q_unit if tau is None else q_unit * tau[rows]
+                features = psi(q_hat, bufs.get('psi', q_hat.shape[:-2] + (psi.width, q_hat.shape[-1])))
+                _add_to_region(grad_stats, features @ grad_y_ext, chunk_region, rows, j)  # dS_r += Σ_i ψ(q̂_i) dz_iᵀ
+                if need_q or need_tau:  # dq̂ = W(S_r)ᵀ [dz; dz⊠q̂]
+                    inputs = _vjp_inputs(grad_y_ext.transpose(-2, -1), q_hat,
+                                         bufs.get('vjp', q_hat.shape[:-2] + (width * (1 + head_dim), q_hat.shape[-1])))
+                    grad_q_hat = query_weights(j) @ inputs  # (m, ..., d, c)
+                    if need_tau:  # dτ = Σ dq̂·q̂/τ
+                        grad_tau[rows] += (grad_q_hat * q_unit).sum((-2, -1), keepdim=True)
+                    if need_q:
+                        grad_unit = grad_q_hat if tau is None else grad_q_hat * tau[rows]
+                        grad_q[rows, ..., tokens, :] = _unit_columns_vjp(q_unit, q_norm, grad_unit).transpose(-2, -1)
+            if not (need_k or need_v):
+                continue
+            psi.apply_weight(grad_stats)  # G = dL/d(Σ_j ψ(k̂_j) v'_jᵀ) = C dS
+            key_weights = _VjpWeights(psi, grad_stats, chunk_region, rows)
+            for j, tokens in chunks:
+                k_unit, k_norm = _unit_columns(k[rows, ..., tokens, :].transpose(-2, -1))
                 values = _weighted_values(v[rows, ..., tokens, :], key_weight, rows, tokens, bufs)
                 if need_v:  # dv'_j = ψ(k̂_j)ᵀ G_r(j)
-                    features = psi(k_unit, bufs.get('psi', k_unit.shape[:-1] + (psi.width, )))
-                    grad_v[rows, ..., tokens, :] = (features @ _region_stats(grad_stats[rows], chunk_region, rows, j))[..., 1:]
-                if need_k:  # dk̂ = [v', v'⊠k̂] W(G_r)
-                    inputs = _vjp_inputs(values, k_unit, bufs.get('vjp', values.shape[:-1] + (width * (1 + head_dim), )))
-                    grad_k_hat = inputs @ _region_stats(key_weights(rows), chunk_region, rows, j)
-                    grad_k[rows, ..., tokens, :] = _unit_rows_vjp(k_unit, k_norm, grad_k_hat)
+                    features = psi(k_unit, bufs.get('psi', k_unit.shape[:-2] + (psi.width, k_unit.shape[-1])))
+                    region_grad = _region_entry(grad_stats, chunk_region, rows, j)
+                    grad_v[rows, ..., tokens, :] = (features.transpose(-2, -1) @ region_grad)[..., 1:]
+                if need_k:  # dk̂ = W(G_r)ᵀ [v'; v'⊠k̂]
+                    inputs = _vjp_inputs(values.transpose(-2, -1), k_unit,
+                                         bufs.get('vjp', k_unit.shape[:-2] + (width * (1 + head_dim), k_unit.shape[-1])))
+                    grad_k_hat = key_weights(j) @ inputs
+                    grad_k[rows, ..., tokens, :] = _unit_columns_vjp(k_unit, k_norm, grad_k_hat).transpose(-2, -1)
         if need_tau:
             grad_tau = grad_tau.sum_to_size(temperature.shape)
         return grad_q, grad_k, grad_v, grad_tau, None, None, None, None, None
+
+
+def _key_statistics(k, v, key_weight, chunk_region, num_regions, rows, chunks, psi, bufs):
+    """S_r = C Σ_{j in r} ψ(k̂_j) v'_jᵀ for one row slice: (m, ..., R, width, 1 + dv)."""
+    stats = k.new_zeros(k[rows].shape[:-2] + (num_regions, psi.width, v.shape[-1] + 1))
+    for j, tokens in chunks:
+        k_unit, _ = _unit_columns(k[rows, ..., tokens, :].transpose(-2, -1))  # k̂ (m, ..., d, c)
+        features = psi(k_unit, bufs.get('psi', k_unit.shape[:-2] + (psi.width, k_unit.shape[-1])))
+        values = _weighted_values(v[rows, ..., tokens, :], key_weight, rows, tokens, bufs)
+        _add_to_region(stats, features @ values, chunk_region, rows, j)
+    return psi.apply_weight(stats)
+
+
+class _VjpWeights:
+    """W(S_r)ᵀ for chunk j's region: computed once per row slice without regions, per chunk with them."""
+
+    def __init__(self, psi, stats, chunk_region, rows):
+        self.psi, self.stats, self.chunk_region, self.rows = psi, stats, chunk_region, rows
+        self.shared = psi.vjp_weights(stats[..., 0, :, :]).transpose(-2, -1) if chunk_region is None else None
+
+    def __call__(self, j):
+        if self.shared is not None:
+            return self.shared
+        region_stats = _region_entry(self.stats, self.chunk_region, self.rows, j)
+        return self.psi.vjp_weights(region_stats).transpose(-2, -1)
 
 
 def _weighted_values(v_rows, key_weight, rows, tokens, bufs):
@@ -453,7 +476,7 @@ def _add_to_region(stats, part, chunk_region, rows, j):
         stats.scatter_add_(-3, _chunk_region_index(chunk_region, rows, j, stats), part[..., None, :, :])
 
 
-def _region_stats(per_region, chunk_region, rows, j):
+def _region_entry(per_region, chunk_region, rows, j):
     """The (..., R, a, b) entry of chunk j's region for every row of the block: (m, ..., a, b)."""
     if chunk_region is None:
         return per_region[..., 0, :, :]
