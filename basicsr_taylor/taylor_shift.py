@@ -348,9 +348,14 @@ class TaylorShiftEfficient(torch.autograd.Function):
     """
 
     @staticmethod
+    def rows_per_block(shape, chunk):
+        """Slices of dim 0 such that a block (rows × chunk tokens) has about _BLOCK_TOKENS tokens."""
+        return max(1, _BLOCK_TOKENS // (chunk * max(1, math.prod(shape[1:-2]))))
+
+    @staticmethod
     def forward(ctx, q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk):
         batch, (num_tokens, head_dim) = q.shape[:-2], q.shape[-2:]
-        rows_per_block = max(1, _BLOCK_TOKENS // (chunk * max(1, math.prod(batch[1:]))))
+        rows_per_block = TaylorShiftEfficient.rows_per_block(q.shape, chunk)
         psi, bufs = _feature_map(head_dim, q.device), _Buffers(q)
         tau = None if temperature is None else temperature.expand(batch + (1, 1))
         out = v.new_empty(v.shape)
