@@ -4,9 +4,10 @@
 
 Uses torch.onnx.export's torch.export-based path (``dynamo=True``); the legacy TorchScript tracer would freeze
 the padding and window counts of the example size. TaylorShift attention is exported in its plain tensor-op
-form (``export_attention``): the same function, without data-dependent shapes. The graph takes ``lr`` (B, C, H, W) float32 in [0, 1]
-and returns ``sr`` (B, C, H·scale, W·scale); any H, W >= 1. After writing, the model is run with onnxruntime
-on two sizes with different numbers of windows and compared with PyTorch (needs the ``export`` extra).
+form (``export_attention``): the same function, without data-dependent shapes. The graph takes ``lr``
+(B, C, H, W) float32 in [0, 1] and returns ``sr`` (B, C, H·scale, W·scale); any B, H, W >= 1. After writing,
+the model is run with onnxruntime on two sizes with different numbers of windows and compared with PyTorch
+(needs the ``export`` extra).
 """
 import argparse
 import logging

@@ -70,7 +70,7 @@ class Upscaler:
         self.align = align or int(getattr(network, 'window_size', 1))  # tiles start on the window grid
         self.fp32_fallbacks = 0
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: tensors the network caches (region ids) must stay usable in training
     def _forward(self, x):
         x = x.to(self.device)
         if self.dtype != torch.float32:
