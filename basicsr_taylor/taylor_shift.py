@@ -169,16 +169,30 @@ class MonomialFeatures:
     def __call__(self, x, out):
         """ψ(x) for tokens stored along the last dim (contiguous, fast broadcasts): x (..., d, c) -> out
         (..., width, c)."""
-        d = self.head_dim
         out[..., 0, :] = 1
-        out[..., 1:d + 1, :] = x
+        out[..., 1:self.head_dim + 1, :] = x
+        return self.fill_quadratic(out)
+
+    def fill_quadratic(self, out):
+        """Rows 1 + d.. of out (..., width, c) from its rows 1..d (x): x_a x_b for a in [a0, a1), b >= a0."""
+        d = self.head_dim
+        x = out[..., 1:d + 1, :]
         start = d + 1
-        for a0, a1 in self.groups:  # x_a x_b for a in [a0, a1), b >= a0
+        for a0, a1 in self.groups:
             stop = start + (a1 - a0) * (d - a0)
             torch.mul(x[..., a0:a1, None, :], x[..., None, a0:, :],
                       out=out[..., start:stop, :].unflatten(-2, (a1 - a0, d - a0)))
             start = stop
         return out
+
+    def of_tokens(self, x_rows, bufs, tau=None):
+        """ψ(τ x / |x|) for a chunk of token rows x_rows (..., c, d) -> (..., width, c), in a reused buffer."""
+        x = x_rows.transpose(-2, -1)  # (..., d, c)
+        features = bufs.get('psi', x.shape[:-2] + (self.width, x.shape[-1]), init=lambda b: b[..., 0, :].fill_(1))
+        norm = torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min_(_NORM_EPS)  # |x| (eps as F.normalize)
+        factor = norm.reciprocal_() if tau is None else tau / norm
+        torch.mul(x, factor, out=features[..., 1:self.head_dim + 1, :])  # τ x / |x|
+        return self.fill_quadratic(features)
 
     def apply_weight(self, stats):
         """C S, in place: S (..., width, e)."""
@@ -212,10 +226,9 @@ def _vjp_inputs(g, x, out):
 
 
 def _unit_columns(x):
-    """(x / n, n) with n = max(|x|, eps) over dim -2 (tokens along the last dim), contiguous."""
-    x = x.contiguous()  # a (..., d, c) copy of a token chunk: the broadcasts below then run along c
+    """(x / n, n) with n = max(|x|, eps) over dim -2 (tokens along the last dim); x / n contiguous."""
     norm = torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min_(_NORM_EPS)
-    return x / norm, norm
+    return torch.div(x, norm, out=x.new_empty(x.shape)), norm
 
 
 def _unit_columns_vjp(unit, norm, grad_unit):
@@ -227,14 +240,15 @@ def _unit_columns_vjp(unit, norm, grad_unit):
 # Efficient form
 # ----------------------------------------------------------------------------------------------------------
 
-_BLOCK_TOKENS = 1024  # (row, token) pairs per block: bounds the temporaries (block × (e·d + D) floats)
+_BLOCK_TOKENS = 1024  # (row, token) pairs per block with gradients: bounds the temporaries (block × (e·d + D))
+_BLOCK_TOKENS_INFERENCE = 4096  # without gradients (only ψ, block × D): fewer, larger ops
 _MIN_CHUNK = 128  # tokens per block along N, at least (or N): below this the block matmuls get slow
 
 
-def choose_chunk(num_tokens, rows_per_batch, granule=None):
+def choose_chunk(num_tokens, rows_per_batch, granule=None, block_tokens=None):
     """Tokens per block along N. ``granule``: a length every block should divide (regions: the gcd of
     the region sizes), preferred when one of its divisors is close to the target."""
-    target = max(_MIN_CHUNK, _BLOCK_TOKENS // max(1, rows_per_batch))
+    target = max(_MIN_CHUNK, (block_tokens or _BLOCK_TOKENS) // max(1, rows_per_batch))
     target = min(num_tokens, target)
     if granule:
         divisors = [c for c in range(1, granule + 1) if granule % c == 0 and target // 2 <= c <= 2 * target]
@@ -249,13 +263,17 @@ def _efficient(q, k, v, temperature, regions, scale):
         return out[0]
     num_tokens = q.shape[-2]
     inner_rows = math.prod(q.shape[1:-2])
+    inputs = (q, k, v) if temperature is None else (q, k, v, temperature)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    block_tokens = _BLOCK_TOKENS if needs_grad else _BLOCK_TOKENS_INFERENCE
     if regions is None:
-        chunk = choose_chunk(num_tokens, inner_rows)
-        return TaylorShiftEfficient.apply(q, k, v, temperature, None, None, 1, scale, chunk)
-    layout = RegionLayout(regions, q.shape[:-1], lambda granule: choose_chunk(num_tokens, inner_rows, granule))
+        chunk = choose_chunk(num_tokens, inner_rows, block_tokens=block_tokens)
+        return TaylorShiftEfficient.apply(q, k, v, temperature, None, None, 1, scale, chunk, block_tokens)
+    layout = RegionLayout(regions, q.shape[:-1],
+                          lambda granule: choose_chunk(num_tokens, inner_rows, granule, block_tokens))
     q_blocks, k_blocks, v_blocks = (layout.to_blocks(t) for t in (q, k, v))
     out = TaylorShiftEfficient.apply(q_blocks, k_blocks, v_blocks, temperature, layout.key_weight,
-                                     layout.chunk_region, layout.num_regions, scale, layout.chunk)
+                                     layout.chunk_region, layout.num_regions, scale, layout.chunk, block_tokens)
     return layout.from_blocks(out)
 
 
@@ -328,10 +346,12 @@ class _Buffers:
         self.like = like
         self.cache = {}
 
-    def get(self, name, shape):
+    def get(self, name, shape, init=None):
         key = (name, tuple(shape))
         if key not in self.cache:
             self.cache[key] = self.like.new_empty(shape)
+            if init is not None:
+                init(self.cache[key])
         return self.cache[key]
 
 
@@ -348,14 +368,14 @@ class TaylorShiftEfficient(torch.autograd.Function):
     """
 
     @staticmethod
-    def rows_per_block(shape, chunk):
-        """Slices of dim 0 such that a block (rows × chunk tokens) has about _BLOCK_TOKENS tokens."""
-        return max(1, _BLOCK_TOKENS // (chunk * max(1, math.prod(shape[1:-2]))))
+    def rows_per_block(shape, chunk, block_tokens):
+        """Slices of dim 0 such that a block (rows × chunk tokens) has about block_tokens tokens."""
+        return max(1, block_tokens // (chunk * max(1, math.prod(shape[1:-2]))))
 
     @staticmethod
-    def forward(ctx, q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk):
+    def forward(ctx, q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk, block_tokens):
         batch, (num_tokens, head_dim) = q.shape[:-2], q.shape[-2:]
-        rows_per_block = TaylorShiftEfficient.rows_per_block(q.shape, chunk)
+        rows_per_block = TaylorShiftEfficient.rows_per_block(q.shape, chunk, block_tokens)
         psi, bufs = _feature_map(head_dim, q.device), _Buffers(q)
         tau = None if temperature is None else temperature.expand(batch + (1, 1))
         out = v.new_empty(v.shape)
@@ -364,9 +384,7 @@ class TaylorShiftEfficient(torch.autograd.Function):
         for rows in _row_slices(batch[0], rows_per_block):
             stats = _key_statistics(k, v, key_weight, chunk_region, num_regions, rows, chunks, psi, bufs)
             for j, tokens in chunks:  # y'_i = ψ(τ q̂_i)ᵀ S_r(i)
-                q_unit, _ = _unit_columns(q[rows, ..., tokens, :].transpose(-2, -1))  # q̂ (m, ..., d, c)
-                q_hat = q_unit if tau is None else q_unit * tau[rows]
-                features = psi(q_hat, bufs.get('psi', q_hat.shape[:-2] + (psi.width, q_hat.shape[-1])))
+                features = psi.of_tokens(q[rows, ..., tokens, :], bufs, None if tau is None else tau[rows])
                 y_ext = features.transpose(-2, -1) @ _region_entry(stats, chunk_region, rows, j)  # (m, ..., c, e)
                 denominator[rows, ..., tokens] = y_ext[..., 0]
                 torch.mul(y_ext[..., 1:], scale / y_ext[..., :1], out=out[rows, ..., tokens, :])  # s y'[1:] / y'[0]
@@ -397,7 +415,7 @@ class TaylorShiftEfficient(torch.autograd.Function):
                 grad_y_ext = bufs.get('dz', g.shape[:-1] + (width, ))  # dL/dy' = [-(g·y)/y'_0, s g / y'_0]
                 torch.mul((g * y).sum(-1, keepdim=True), -inv_den, out=grad_y_ext[..., :1])
                 torch.mul(g, scale * inv_den, out=grad_y_ext[..., 1:])
-                q_unit, q_norm = _unit_columns(q[rows, ..., tokens, :].transpose(-2, -1))
+                q_unit, q_norm = _unit_columns(q[rows, ..., tokens, :].transpose(-2, -1))  # q̂ (m, ..., d, c)
                 q_hat = q_unit if tau is None else q_unit * tau[rows]
                 features = psi(q_hat, bufs.get('psi', q_hat.shape[:-2] + (psi.width, q_hat.shape[-1])))
                 _add_to_region(grad_stats, features @ grad_y_ext, chunk_region, rows, j)  # dS_r += Σ_i ψ(q̂_i) dz_iᵀ
@@ -428,15 +446,14 @@ class TaylorShiftEfficient(torch.autograd.Function):
                     grad_k[rows, ..., tokens, :] = _unit_columns_vjp(k_unit, k_norm, grad_k_hat).transpose(-2, -1)
         if need_tau:
             grad_tau = grad_tau.sum_to_size(temperature.shape)
-        return grad_q, grad_k, grad_v, grad_tau, None, None, None, None, None
+        return grad_q, grad_k, grad_v, grad_tau, None, None, None, None, None, None
 
 
 def _key_statistics(k, v, key_weight, chunk_region, num_regions, rows, chunks, psi, bufs):
     """S_r = C Σ_{j in r} ψ(k̂_j) v'_jᵀ for one row slice: (m, ..., R, width, 1 + dv)."""
     stats = k.new_zeros(k[rows].shape[:-2] + (num_regions, psi.width, v.shape[-1] + 1))
     for j, tokens in chunks:
-        k_unit, _ = _unit_columns(k[rows, ..., tokens, :].transpose(-2, -1))  # k̂ (m, ..., d, c)
-        features = psi(k_unit, bufs.get('psi', k_unit.shape[:-2] + (psi.width, k_unit.shape[-1])))
+        features = psi.of_tokens(k[rows, ..., tokens, :], bufs)  # ψ(k̂) (m, ..., width, c)
         values = _weighted_values(v[rows, ..., tokens, :], key_weight, rows, tokens, bufs)
         _add_to_region(stats, features @ values, chunk_region, rows, j)
     return psi.apply_weight(stats)
@@ -458,10 +475,8 @@ class _VjpWeights:
 
 def _weighted_values(v_rows, key_weight, rows, tokens, bufs):
     """v' = [w, v]: column 0 counts the keys (the denominator), 0 for padding."""
-    values = bufs.get('values', v_rows.shape[:-1] + (v_rows.shape[-1] + 1, ))
-    if key_weight is None:
-        values[..., 0] = 1
-    else:
+    values = bufs.get('values', v_rows.shape[:-1] + (v_rows.shape[-1] + 1, ), init=lambda b: b[..., 0].fill_(1))
+    if key_weight is not None:
         values[..., 0] = key_weight[rows if key_weight.shape[0] > 1 else slice(None), ..., tokens]
     values[..., 1:] = v_rows
     return values

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .taylor_shift import RegionLayout, TaylorShiftEfficient
+from .taylor_shift import _BLOCK_TOKENS, RegionLayout, TaylorShiftEfficient
 
 BLOCK_N = 32  # tokens per program / per loop step (tl.dot needs >= 16)
 
@@ -146,14 +146,14 @@ class TaylorShiftTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk):
         out, denominator = triton_forward(q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk)
-        rows_per_block = TaylorShiftEfficient.rows_per_block(q.shape, chunk)
+        rows_per_block = TaylorShiftEfficient.rows_per_block(q.shape, chunk, _BLOCK_TOKENS)
         ctx.save_for_backward(q, k, v, temperature, key_weight, chunk_region, out, denominator)
         ctx.config = (num_regions, scale, chunk, rows_per_block)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        return TaylorShiftEfficient.backward(ctx, grad_out)
+        return TaylorShiftEfficient.backward(ctx, grad_out)[:9]  # no block_tokens input here
 
 
 def taylor_shift_triton(q, k, v, temperature, regions, scale):

@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def small_blocks(monkeypatch):
     """Blocks of at most 24 (row, token) pairs and chunks from 4 tokens: many blocks even for tiny inputs."""
     monkeypatch.setattr(ts, '_BLOCK_TOKENS', 24)
+    monkeypatch.setattr(ts, '_BLOCK_TOKENS_INFERENCE', 24)
     monkeypatch.setattr(ts, '_MIN_CHUNK', 4)
 
 
