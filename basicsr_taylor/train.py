@@ -9,8 +9,10 @@ experiments/ and tb_logger/ are created under the current directory (where --aut
 import os
 import sys
 
-if __package__ in (None, ''):  # run as a file: sys.path[0] is basicsr_taylor/, make the package importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ''):  # run as a file: put the repository root, not basicsr_taylor/, on sys.path
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _here]
+    sys.path.insert(0, os.path.dirname(_here))
 
 import basicsr_taylor  # noqa: E402,F401  (compat.install() and architecture registration)
 from basicsr_taylor import compat, option_checks  # noqa: E402
