@@ -281,9 +281,10 @@ class RegionLayout:
     """Tokens of every row sorted by region id and each region padded to whole chunks.
 
     Attributes: chunk (tokens per chunk), length (padded row length, a multiple of chunk), slot (..., N)
-    (position of every token in the padded row), key_weight (..., length) (1 for tokens, 0 for padding),
-    chunk_region (..., length / chunk) (the region index 0..R-1 of each chunk), num_regions (R, the largest
-    number of distinct ids in a row). Leading dims are those of ``regions`` (broadcast against the batch).
+    (position of every token in the padded row), source (..., length) (the token in every slot; 0 in the
+    padding), key_weight (..., length) (1 for tokens, 0 for padding), chunk_region (..., length / chunk)
+    (the region index 0..R-1 of each chunk), num_regions (R, the largest number of distinct ids in a row).
+    Leading dims are those of ``regions`` (broadcast against the batch).
     """
 
     def __init__(self, regions, token_shape, choose):
@@ -313,21 +314,32 @@ class RegionLayout:
         self.chunk_region = chunk_region.reshape(lead + (-1, ))
         key_weight = torch.zeros(ids.shape[0], length, device=ids.device)
         self.key_weight = key_weight.scatter_(1, slot, 1.0).reshape(lead + (length, ))
+        source = torch.zeros(ids.shape[0], length, dtype=torch.long, device=ids.device)
+        source.scatter_(1, slot, torch.arange(num_tokens, device=ids.device).expand(ids.shape[0], -1))
+        self.source = source.reshape(lead + (length, ))
         self.slot = slot.reshape(lead + (num_tokens, ))
+        self.shared_inside_rows = all(size == 1 for size in lead[1:])  # one layout per index of dim 0
 
-    def _index(self, batch, width):
-        """slot as a gather/scatter index (batch..., N, width)."""
-        slot = self.slot.expand(batch + self.slot.shape[-1:])
-        return slot[..., None].expand(slot.shape + (width, ))
+    def _take(self, t, index):
+        """Rows t[..., index[..., i], :] for every i: (..., n, f) -> (..., len(index), f)."""
+        batch, width = t.shape[:-2], t.shape[-1]
+        if self.shared_inside_rows and len(batch) >= 1:
+            # one index per dim-0 entry: a single index_select over (dim 0 × tokens) rows, the fastest copy
+            index = index.reshape(index.shape[0], -1).expand(batch[0], -1)
+            offsets = torch.arange(batch[0], device=t.device)[:, None] * t.shape[-2]
+            rows = t.movedim(-2, 1).reshape((batch[0] * t.shape[-2], ) + batch[1:] + (width, ))
+            taken = rows.index_select(0, (index + offsets).flatten())
+            return taken.view((batch[0], index.shape[-1]) + batch[1:] + (width, )).movedim(1, -2)
+        index = index.expand(batch + index.shape[-1:])
+        return t.gather(-2, index[..., None].expand(index.shape + (width, )))
 
     def to_blocks(self, t):
-        """(..., N, f) -> (..., length, f), zeros in the padding."""
-        blocks = t.new_zeros(t.shape[:-2] + (self.length, t.shape[-1]))
-        return blocks.scatter_(-2, self._index(t.shape[:-2], t.shape[-1]), t)
+        """(..., N, f) -> (..., length, f); padding slots repeat token 0 (their key weight is 0)."""
+        return self._take(t, self.source)
 
     def from_blocks(self, t):
         """(..., length, f) -> (..., N, f)."""
-        return t.gather(-2, self._index(t.shape[:-2], t.shape[-1]))
+        return self._take(t, self.slot)
 
 
 def _row_slices(batch_rows, rows_per_block):
@@ -357,10 +369,10 @@ class _Buffers:
 
 class TaylorShiftEfficient(torch.autograd.Function):
     """Normalised TaylorShift attention by blocks: y_i = s · y'_i[1:] / y'_i[0], y'_i = ψ(τ q̂_i)ᵀ S_{r(i)},
-    S_r = C Σ_{j in r} ψ(k̂_j) [w_j, v_j]ᵀ, where w_j = 1 for a token and 0 for padding.
+    S_r = C Σ_{j in r} ψ(k̂_j) [w_j, w_j v_j]ᵀ, where w_j = 1 for a token and 0 for padding.
 
     Inputs: q, k (B, ..., L, d), v (B, ..., L, dv), temperature (broadcasts to (B, ..., 1, 1)) or None,
-    key_weight (broadcasts to (B, ..., L)) or None, chunk_region (broadcasts to (B, ..., L / chunk)) or
+    key_weight (broadcasts to (B, ..., L), 0 or 1; v' = [w, w v]) or None, chunk_region (broadcasts to (B, ..., L / chunk)) or
     None, num_regions, scale s, chunk. Work goes slice by slice of dim 0 ("rows"), and within a slice
     chunk by chunk of tokens. Saves only q, k, v (references), the output and its denominators y'[0]:
     the backward pass recomputes S and ψ, so the extra memory is one row slice's S and one block's
@@ -438,7 +450,12 @@ class TaylorShiftEfficient(torch.autograd.Function):
                 if need_v:  # dv'_j = ψ(k̂_j)ᵀ G_r(j)
                     features = psi(k_unit, bufs.get('psi', k_unit.shape[:-2] + (psi.width, k_unit.shape[-1])))
                     region_grad = _region_entry(grad_stats, chunk_region, rows, j)
-                    grad_v[rows, ..., tokens, :] = (features.transpose(-2, -1) @ region_grad)[..., 1:]
+                    grad_v_ext = features.transpose(-2, -1) @ region_grad
+                    if key_weight is None:
+                        grad_v[rows, ..., tokens, :] = grad_v_ext[..., 1:]
+                    else:  # v' = [w, w v]: dv = w dv'[1:], 0 in the padding
+                        weight = _key_weight(key_weight, rows, tokens)[..., None]
+                        torch.mul(grad_v_ext[..., 1:], weight, out=grad_v[rows, ..., tokens, :])
                 if need_k:  # dk̂ = W(G_r)ᵀ [v'; v'⊠k̂]
                     inputs = _vjp_inputs(values.transpose(-2, -1), k_unit,
                                          bufs.get('vjp', k_unit.shape[:-2] + (width * (1 + head_dim), k_unit.shape[-1])))
@@ -476,10 +493,17 @@ class _VjpWeights:
 def _weighted_values(v_rows, key_weight, rows, tokens, bufs):
     """v' = [w, v]: column 0 counts the keys (the denominator), 0 for padding."""
     values = bufs.get('values', v_rows.shape[:-1] + (v_rows.shape[-1] + 1, ), init=lambda b: b[..., 0].fill_(1))
-    if key_weight is not None:
-        values[..., 0] = key_weight[rows if key_weight.shape[0] > 1 else slice(None), ..., tokens]
-    values[..., 1:] = v_rows
+    if key_weight is None:
+        values[..., 1:] = v_rows
+    else:
+        weight = _key_weight(key_weight, rows, tokens)
+        values[..., 0] = weight
+        torch.mul(v_rows, weight[..., None], out=values[..., 1:])  # w v: padding slots hold a copy of token 0
     return values
+
+
+def _key_weight(key_weight, rows, tokens):
+    return key_weight[rows if key_weight.shape[0] > 1 else slice(None), ..., tokens]
 
 
 def _chunk_region_index(chunk_region, rows, j, like):

@@ -4,7 +4,7 @@ Two kernels, each normalising q / k on the fly and never writing features to mem
 
 - ``_key_statistics_kernel``, one program per (row, a, region), a = 0..d: accumulates over the region's
   tokens  S2[a] = Σ_j k̂_ja k̂_j v'_jᵀ  (d × e; the full d×d×e quadratic statistics, a slice per program)
-  and, for a = d, the linear and constant parts  S1 = Σ_j k̂_j v'_jᵀ, S0 = Σ_j v'_j,  with v' = [w, v].
+  and, for a = d, the linear and constant parts  S1 = Σ_j k̂_j v'_jᵀ, S0 = Σ_j v'_j,  with v' = [w, w v].
 - ``_query_kernel``, one program per (row, block of BLOCK_N tokens): for its region r,
   y'_i = S0 + q̂_i S1 + ½ Σ_a q̂_ia q̂_i S2[a]  and  y_i = s · y'_i[1:] / y'_i[0].
 
@@ -46,7 +46,7 @@ def _key_statistics_kernel(k_ptr, v_ptr, w_ptr, start_ptr, stop_ptr, s2_ptr, s1_
         w = tl.load(w_ptr + row * stride_w_row + tokens, mask=valid, other=0.)
         v = tl.load(v_ptr + row * stride_v_row + tokens[:, None] * stride_v_tok + (cols[None, :] - 1),
                     mask=valid[:, None] & (cols[None, :] >= 1) & (cols[None, :] <= value_dim), other=0.)
-        v_ext = tl.where(cols[None, :] == 0, w[:, None], v)  # v' = [w, v]
+        v_ext = tl.where(cols[None, :] == 0, w[:, None], w[:, None] * v)  # v' = [w, w v] (padding: w = 0)
         if a < head_dim:
             k_a = tl.sum(tl.where(dims[None, :] == a, k, 0.), axis=1)
             lhs = k * k_a[:, None]  # k̂_a k̂
