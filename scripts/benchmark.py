@@ -18,7 +18,8 @@ allocator), measured in a separate profiled run (the warm-up run for the slow mo
 A configuration that runs out of memory is recorded as OOM; on CPU the process's data segment is capped
 (``--cpu-mem-cap-gb``, RLIMIT_DATA) so that an oversized allocation fails cleanly instead of swapping.
 
-Writes <out>/results.csv, <out>/results.md and <out>/*.png (atomically: temp file, then rename).
+Writes <out>/results.csv and <out>/results.md after every configuration and <out>/*.png after every suite
+(atomically: temp file, then rename), so an interrupted run keeps what it measured.
 
     python scripts/benchmark.py --out docs/benchmarks/cpu            # full run (CPU: about 30 min)
     python scripts/benchmark.py --quick --out /tmp/bench             # tiny sizes, seconds
@@ -107,10 +108,10 @@ def measure(fn, device, repeats, warmup, memory_as_warmup=False):
             peak = peak_bytes(fn, device)
         return statistics.median(times), peak / 2**20, 'ok'
     except (RuntimeError, MemoryError) as error:
-        if not _is_oom(error):
-            raise
         if device.type == 'cuda':
             torch.cuda.empty_cache()
+        if not _is_oom(error):
+            return None, None, f'error: {type(error).__name__}: {str(error)[:80]}'
         return None, None, 'OOM'
 
 
@@ -295,12 +296,11 @@ def run_model_suite(args, device, records):
         try:
             step, note = run_model(kind, window, size, config, device, batch, train)
             slow = not args.quick and (kind == 'swinir' and window == 48 or train)
-            repeats = min(args.repeats, args.slow_repeats) if slow else args.repeats
+            repeats = min(args.repeats, args.slow_repeats) if slow else (args.model_repeats or args.repeats)
             seconds, peak, status = measure(step, device, repeats, args.warmup, memory_as_warmup=slow)
-        except (RuntimeError, MemoryError) as error:
-            if not _is_oom(error):
-                raise
-            seconds, peak, status, note = None, None, 'OOM', ''
+        except (RuntimeError, MemoryError) as error:  # building the model or its input
+            seconds, peak, note = None, None, ''
+            status = 'OOM' if _is_oom(error) else f'error: {type(error).__name__}: {str(error)[:80]}'
         padded_size = padded(size, window)
         if padded_size != size:
             note = '; '.join(filter(None, [f'LR padded to {padded_size}²', note]))
@@ -327,12 +327,11 @@ def run_scaling_suite(args, device, records):
         try:
             step, note = run_model(kind, window, size, config, device)
             slow = not args.quick and kind == 'swinir' and window >= 32
-            repeats = min(args.repeats, args.slow_repeats) if slow else args.repeats
+            repeats = min(args.repeats, args.slow_repeats) if slow else (args.model_repeats or args.repeats)
             seconds, peak, status = measure(step, device, repeats, args.warmup, memory_as_warmup=slow)
-        except (RuntimeError, MemoryError) as error:
-            if not _is_oom(error):
-                raise
-            seconds, peak, status, note = None, None, 'OOM', ''
+        except (RuntimeError, MemoryError) as error:  # building the model or its input
+            seconds, peak, note = None, None, ''
+            status = 'OOM' if _is_oom(error) else f'error: {type(error).__name__}: {str(error)[:80]}'
         if kind == 'taylor':
             form = 'direct' if window * window < crossover_tokens(config['embed_dim'] // config['num_heads'][0]) \
                 else 'efficient'
@@ -513,7 +512,8 @@ def _write_text(path, text):
     os.replace(tmp.name, path)
 
 
-def write_reports(records, env, device, out_dir):
+def write_tables(records, env, device, out_dir):
+    """results.csv and results.md (cheap: after every configuration, so a cut-short run keeps its rows)."""
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.NamedTemporaryFile('w', dir=out_dir, suffix='.csv', delete=False, newline='') as tmp:
         writer = csv.DictWriter(tmp, fieldnames=FIELDS)
@@ -522,7 +522,19 @@ def write_reports(records, env, device, out_dir):
             writer.writerow({k: ('' if r.get(k) is None else r.get(k)) for k in FIELDS})
     os.replace(tmp.name, os.path.join(out_dir, 'results.csv'))
     _write_text(os.path.join(out_dir, 'results.md'), markdown(records, env, device))
-    return plots(records, out_dir)
+
+
+class Records(list):
+    """The result rows; every appended row is written out at once."""
+
+    def __init__(self, env, device, out_dir):
+        super().__init__()
+        self.env, self.device, self.out_dir = env, device, out_dir
+
+    def append(self, record):
+        super().append(record)
+        self.env['load_average_at_end'] = ' '.join(f'{x:.2f}' for x in os.getloadavg())
+        write_tables(self, self.env, self.device, self.out_dir)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -537,8 +549,12 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=3, help='timed runs per configuration (median)')
     parser.add_argument('--slow-repeats', type=int, default=1,
                         help='timed runs for the slow model configurations (SwinIR-w48, training steps)')
+    parser.add_argument('--model-repeats', type=int, default=None,
+                        help='timed runs for the fast model configurations (default: --repeats)')
     parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--cpu-mem-cap-gb', type=float, default=12.0,
+    parser.add_argument('--replot', metavar='CSV', default=None,
+                        help='only rebuild results.md and the plots in --out from an earlier results.csv')
+    parser.add_argument('--cpu-mem-cap-gb', type=float, default=10.0,
                         help='CPU: cap on the process data segment, so that OOM fails cleanly (0: none)')
     parser.add_argument('--out', default='docs/benchmarks/cpu', help='output folder')
     args = parser.parse_args(argv)
@@ -552,8 +568,35 @@ def parse_args(argv=None):
     return args
 
 
+def read_csv(path):
+    """Rows of an earlier results.csv with their numbers parsed back."""
+    numeric = {'tokens': int, 'head_dim': int, 'lr_size': int, 'window': int, 'time_s': float, 'peak_mb': float}
+    with open(path, newline='', encoding='utf-8') as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key, kind in numeric.items():
+            row[key] = kind(row[key]) if row.get(key) not in (None, '') else None
+        if row.get('batch', '').isdigit():
+            row['batch'] = int(row['batch'])
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.replot:
+        records = read_csv(args.replot)
+        env_path = os.path.join(args.out, 'results.md')
+        env = {'replotted_from': args.replot}
+        device = torch.device('cuda' if any(r['method'] == 'taylor_triton' for r in records) else 'cpu')
+        if os.path.exists(env_path):  # keep the environment table of the run
+            with open(env_path, encoding='utf-8') as f:
+                for line in f.read().split('## Targets')[0].splitlines()[4:]:
+                    cells = [c.strip() for c in line.strip('|').split('|')]
+                    if len(cells) == 2 and cells[0]:
+                        env[cells[0]] = cells[1]
+        write_tables(records, env, device, args.out)
+        plots(records, args.out)
+        return records
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA device is available')
@@ -567,12 +610,12 @@ def main(argv=None):
         env['cpu_memory_cap'] = f'{args.cpu_mem_cap_gb:g} GiB (RLIMIT_DATA)'
     env['memory_method'] = ('torch.cuda.max_memory_allocated' if device.type == 'cuda' else
                             'torch.profiler(profile_memory=True): peak of the running sum of allocation events')
-    records = []
+    records = Records(env, device, args.out)
     suites = dict(op=run_op_suite, model=run_model_suite, scaling=run_scaling_suite)
+    written = []
     for suite in args.suites:
         suites[suite](args, device, records)
-        env['load_average_at_end'] = ' '.join(f'{x:.2f}' for x in os.getloadavg())
-        written = write_reports(records, env, device, args.out)  # after every suite: partial results survive
+        written = plots(records, args.out)  # after every suite
     print(f'wrote {os.path.join(args.out, "results.csv")}, results.md and {len(written)} plot(s)')
     for name, ratio, limit in target_rows(records, device):
         print(f'{name}: {_fmt(ratio)} (limit {limit})')
