@@ -22,6 +22,7 @@ import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers Tay
 from basicsr_taylor.checkpoint import CheckpointError, load_network, network_in_channels, network_scale, \
     network_window_size
 from basicsr_taylor.export_attention import exportable_attention
+from basicsr_taylor.image_io import default_file_mode
 
 logger = logging.getLogger('basicsr_taylor.export')
 
@@ -38,16 +39,16 @@ def export_onnx(network, onnx_path, in_channels, window_size, opset=None):
     example = torch.rand(2, in_channels, 2 * window_size + 3, 2 * window_size + 5)  # not 0/1: no specialisation
     dims = {2: torch.export.Dim('height', min=1, max=65536), 3: torch.export.Dim('width', min=1, max=65536),
             0: torch.export.Dim('batch', min=1, max=1024)}
+    with exportable_attention(), torch.no_grad():
+        program = torch.onnx.export(network, (example, ), dynamo=True, dynamic_shapes=(dims, ),
+                                    input_names=['lr'], output_names=['sr'], opset_version=opset, verbose=False)
     folder = osp.dirname(osp.abspath(onnx_path))
     os.makedirs(folder, exist_ok=True)
     fd, temp_path = tempfile.mkstemp(prefix='.' + osp.basename(onnx_path) + '.', suffix='.tmp', dir=folder)
     os.close(fd)
     try:
-        with exportable_attention(), torch.no_grad():
-            program = torch.onnx.export(network, (example, ), dynamo=True, dynamic_shapes=({**dims}, ),
-                                        input_names=['lr'], output_names=['sr'], opset_version=opset,
-                                        verbose=False)
-        program.save(temp_path, external_data=False)
+        program.save(temp_path, external_data=False)  # weights inside the file (models < 2 GB)
+        os.chmod(temp_path, default_file_mode())  # mkstemp makes it private (0600)
         os.replace(temp_path, onnx_path)
     finally:
         if osp.exists(temp_path):

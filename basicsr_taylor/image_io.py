@@ -77,6 +77,13 @@ def from_unit_float(image, dtype):
     return (np.clip(image, 0, 1) * pixel_max).round().astype(dtype)
 
 
+def default_file_mode():
+    """The mode a plain open() would give a new file: 0666 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_image(image, image_path):
     """Write atomically: encode, write to a temporary file in the target folder, then rename over the target."""
     extension = osp.splitext(image_path)[1].lower()
@@ -89,6 +96,7 @@ def write_image(image, image_path):
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(encoded.tobytes())
+        os.chmod(temp_path, default_file_mode())  # mkstemp makes it private (0600)
         os.replace(temp_path, image_path)
     except BaseException:
         if osp.exists(temp_path):

@@ -145,6 +145,13 @@ def test_write_image_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='disk full'):
         write_image(np.full((4, 4, 3), 255, np.uint8), str(target))
     assert os.listdir(tmp_path) == ['out.png'] and cv2.imread(str(target)).max() == 0  # old file intact
+    monkeypatch.undo()
+    umask = os.umask(0o022)
+    try:
+        write_image(np.zeros((4, 4, 3), np.uint8), str(tmp_path / 'shared.png'))
+    finally:
+        os.umask(umask)
+    assert os.stat(tmp_path / 'shared.png').st_mode & 0o777 == 0o644  # as open() would make it, not 0600
 
 
 def test_python_dash_m_entry_point(tmp_path, model_path):
