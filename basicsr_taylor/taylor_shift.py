@@ -372,11 +372,11 @@ class TaylorShiftEfficient(torch.autograd.Function):
     S_r = C Σ_{j in r} ψ(k̂_j) [w_j, w_j v_j]ᵀ, where w_j = 1 for a token and 0 for padding.
 
     Inputs: q, k (B, ..., L, d), v (B, ..., L, dv), temperature (broadcasts to (B, ..., 1, 1)) or None,
-    key_weight (broadcasts to (B, ..., L), 0 or 1; v' = [w, w v]) or None, chunk_region (broadcasts to (B, ..., L / chunk)) or
-    None, num_regions, scale s, chunk. Work goes slice by slice of dim 0 ("rows"), and within a slice
-    chunk by chunk of tokens. Saves only q, k, v (references), the output and its denominators y'[0]:
-    the backward pass recomputes S and ψ, so the extra memory is one row slice's S and one block's
-    temporaries.
+    key_weight (broadcasts to (B, ..., L), 0 or 1; v' = [w, w v]) or None, chunk_region (broadcasts to
+    (B, ..., L / chunk)) or None, num_regions, scale s, chunk, block_tokens. Work goes slice by slice of
+    dim 0 ("rows"), and within a slice chunk by chunk of tokens. Saves only q, k, v (references), the
+    output and its denominators y'[0]: the backward pass recomputes S and ψ, so the extra memory is one
+    row slice's S and one block's temporaries.
     """
 
     @staticmethod
@@ -430,10 +430,11 @@ class TaylorShiftEfficient(torch.autograd.Function):
                 q_unit, q_norm = _unit_columns(q[rows, ..., tokens, :].transpose(-2, -1))  # q̂ (m, ..., d, c)
                 q_hat = q_unit if tau is None else q_unit * tau[rows]
                 features = psi(q_hat, bufs.get('psi', q_hat.shape[:-2] + (psi.width, q_hat.shape[-1])))
-                _add_to_region(grad_stats, features @ grad_y_ext, chunk_region, rows, j)  # dS_r += Σ_i ψ(q̂_i) dz_iᵀ
+                # dS_r += Σ_i ψ(q̂_i) dz_iᵀ
+                _add_to_region(grad_stats, features @ grad_y_ext, chunk_region, rows, j)
                 if need_q or need_tau:  # dq̂ = W(S_r)ᵀ [dz; dz⊠q̂]
-                    inputs = _vjp_inputs(grad_y_ext.transpose(-2, -1), q_hat,
-                                         bufs.get('vjp', q_hat.shape[:-2] + (width * (1 + head_dim), q_hat.shape[-1])))
+                    vjp_shape = q_hat.shape[:-2] + (width * (1 + head_dim), q_hat.shape[-1])
+                    inputs = _vjp_inputs(grad_y_ext.transpose(-2, -1), q_hat, bufs.get('vjp', vjp_shape))
                     grad_q_hat = query_weights(j) @ inputs  # (m, ..., d, c)
                     if need_tau:  # dτ = Σ dq̂·q̂/τ
                         grad_tau[rows] += (grad_q_hat * q_unit).sum((-2, -1), keepdim=True)
@@ -457,8 +458,8 @@ class TaylorShiftEfficient(torch.autograd.Function):
                         weight = _key_weight(key_weight, rows, tokens)[..., None]
                         torch.mul(grad_v_ext[..., 1:], weight, out=grad_v[rows, ..., tokens, :])
                 if need_k:  # dk̂ = W(G_r)ᵀ [v'; v'⊠k̂]
-                    inputs = _vjp_inputs(values.transpose(-2, -1), k_unit,
-                                         bufs.get('vjp', k_unit.shape[:-2] + (width * (1 + head_dim), k_unit.shape[-1])))
+                    vjp_shape = k_unit.shape[:-2] + (width * (1 + head_dim), k_unit.shape[-1])
+                    inputs = _vjp_inputs(values.transpose(-2, -1), k_unit, bufs.get('vjp', vjp_shape))
                     grad_k_hat = key_weights(j) @ inputs
                     grad_k[rows, ..., tokens, :] = _unit_columns_vjp(k_unit, k_norm, grad_k_hat).transpose(-2, -1)
         if need_tau:

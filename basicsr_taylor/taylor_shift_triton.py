@@ -137,7 +137,8 @@ def triton_forward(q, k, v, temperature, key_weight, chunk_region, num_regions, 
     _query_kernel[(rows, triton.cdiv(num_tokens, BLOCK_N))](
         q3, tau, token_region, s2, s1, s0, out, denominator, num_tokens, num_regions, head_dim, value_dim,
         float(scale), q3.stride(0), q3.stride(1), out.stride(0), out.stride(1), BLOCK=BLOCK_N, DP=dp, EP=ep)
-    return out.reshape(batch + (num_tokens, value_dim)).to(v.dtype), denominator.reshape(batch + (num_tokens, )).to(v.dtype)
+    out = out.reshape(batch + (num_tokens, value_dim)).to(v.dtype)
+    return out, denominator.reshape(batch + (num_tokens, )).to(v.dtype)
 
 
 class TaylorShiftTriton(torch.autograd.Function):

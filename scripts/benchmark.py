@@ -26,7 +26,6 @@ Writes <out>/results.csv and <out>/results.md after every configuration and <out
 """
 import argparse
 import csv
-import math
 import os
 import platform
 import resource
@@ -40,8 +39,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-import basicsr_taylor  # noqa: E402  (makes basicsr importable, registers TaylorSwinIR)
-from basicsr_taylor import TaylorSwinIR, taylor_shift_attention  # noqa: E402
+from basicsr_taylor import TaylorSwinIR, taylor_shift_attention  # noqa: E402  (also makes basicsr importable)
 from basicsr_taylor.taylor_shift import crossover_tokens  # noqa: E402
 
 FIELDS = ['suite', 'case', 'method', 'mode', 'tokens', 'head_dim', 'batch', 'lr_size', 'window', 'time_s', 'peak_mb',
@@ -375,8 +373,8 @@ def target_rows(records, device):
             rows.append(('op N=2304 d=30 fwd+bwd: TaylorShift time / explicit softmax',
                          _ratio(taylor, explicit, 'time_s'), 0.4))
         else:
-            best = min((r for r in (taylor, _lookup(records, method='taylor_triton', **op)) if r and r['status'] == 'ok'),
-                       key=lambda r: r['time_s'], default=taylor)
+            candidates = (taylor, _lookup(records, method='taylor_triton', **op))
+            best = min((r for r in candidates if r and r['status'] == 'ok'), key=lambda r: r['time_s'], default=taylor)
             rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) time / SDPA',
                          _ratio(best, sdpa, 'time_s'), 1.0))
     sizes = [96, 128] if device.type == 'cpu' else [96, 128, 256, 512]
