@@ -5,9 +5,10 @@
 Exact forms that compute it (all agree to rounding error):
 
 - ``direct``: builds the N×N weights; O(N²d) time, O(N²) memory.
-- ``efficient``: p(q·k) = ψ(q)ᵀ C ψ(k) with the monomials ψ(x) = [1, x, x_a x_b (a <= b)] (the symmetric
-  half of the row-wise outer product x⊠x: d(d+1)/2 quadratic features instead of d²) and the diagonal
-  C = diag(1, 1.., ½ where a = b, 1 where a < b). With V' = [1, V]:  S = C Σ_j ψ(k_j) v'_jᵀ  (D × (1+dv)),
+- ``efficient``: p(q·k) = ψ(q)ᵀ C ψ(k) with the monomials ψ(x) = [1, x, x_a x_b (a <= b)] (the upper
+  triangle of the row-wise outer product x⊠x: about d(d+1)/2 quadratic features instead of d², see
+  :class:`MonomialFeatures`) and the diagonal weights C (½ on the squares x_a², 1 elsewhere).
+  With V' = [1, V]:  S = C Σ_j ψ(k_j) v'_jᵀ  (D × (1+dv)),
   y'_i = ψ(q_i)ᵀ S and y_i = y'_i[1:] / y'_i[0]. O(N d³) time, linear in N. A custom autograd Function
   runs it in blocks of tokens, normalises q and k inside the blocks and recomputes ψ in the backward
   pass: besides the inputs, the output and the gradients, only the small statistics S and one block's
