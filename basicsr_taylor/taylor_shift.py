@@ -241,9 +241,9 @@ def _unit_columns_vjp(unit, norm, grad_unit):
 # Efficient form
 # ----------------------------------------------------------------------------------------------------------
 
-_BLOCK_TOKENS = 1024  # (row, token) pairs per block with gradients: bounds the temporaries (block × (e·d + D))
+_BLOCK_TOKENS = 384  # (row, token) pairs per block with gradients: bounds the temporaries (block × (e·d + D))
 _BLOCK_TOKENS_INFERENCE = 4096  # without gradients (only ψ, block × D): fewer, larger ops
-_MIN_CHUNK = 128  # tokens per block along N, at least (or N): below this the block matmuls get slow
+_MIN_CHUNK = 64  # tokens per block along N, at least (or N): below this the per-op overhead dominates
 
 
 def choose_chunk(num_tokens, rows_per_batch, granule=None, block_tokens=None):
@@ -268,7 +268,7 @@ def _efficient(q, k, v, temperature, regions, scale):
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
     block_tokens = _BLOCK_TOKENS if needs_grad else _BLOCK_TOKENS_INFERENCE
     if regions is None:
-        chunk = choose_chunk(num_tokens, inner_rows, block_tokens=block_tokens)
+        chunk = choose_chunk(num_tokens, inner_rows, num_tokens, block_tokens)  # equal chunks if N allows
         return TaylorShiftEfficient.apply(q, k, v, temperature, None, None, 1, scale, chunk, block_tokens)
     layout = RegionLayout(regions, q.shape[:-1],
                           lambda granule: choose_chunk(num_tokens, inner_rows, granule, block_tokens))

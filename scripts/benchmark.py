@@ -76,7 +76,9 @@ def cpu_peak_bytes(fn):
     return peak
 
 
-def peak_bytes(fn, device):
+def peak_bytes(fn, device, reset=None):
+    if reset is not None:
+        reset()
     if device.type == 'cuda':
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -87,23 +89,30 @@ def peak_bytes(fn, device):
     return cpu_peak_bytes(fn)
 
 
-def measure(fn, device, repeats, warmup, memory_as_warmup=False):
-    """(median seconds, peak MB, status). With memory_as_warmup the profiled run is the (only) warm-up."""
+def measure(fn, device, repeats, warmup, memory_as_warmup=False, reset=None):
+    """(median seconds, peak MB, status). With memory_as_warmup the profiled run is the (only) warm-up.
+
+    ``reset`` runs before every call, outside the timing and the memory measurement (it frees the previous
+    call's gradients, so that each call's peak counts the memory it allocates itself).
+    """
+    reset = reset or (lambda: None)
     try:
         peak = None
         if memory_as_warmup:
-            peak = peak_bytes(fn, device)
+            peak = peak_bytes(fn, device, reset)
         for _ in range(0 if memory_as_warmup else warmup):
+            reset()
             fn()
         times = []
         for _ in range(repeats):
+            reset()
             _sync(device)
             start = time.perf_counter()
             fn()
             _sync(device)
             times.append(time.perf_counter() - start)
         if peak is None:
-            peak = peak_bytes(fn, device)
+            peak = peak_bytes(fn, device, reset)
         return statistics.median(times), peak / 2**20, 'ok'
     except (RuntimeError, MemoryError) as error:
         if device.type == 'cuda':
@@ -211,16 +220,18 @@ def run_op_suite(args, device, records):
         extra = (bias_table, relative_position_index(side).to(device), temperature)
         fn = methods[name]
 
-        def step():
+        def reset():
             for t in leaves:
                 t.grad = None
+
+        def step():
             if backward:
                 fn(q, k, v, extra).backward(grad)
             else:
                 with torch.no_grad():
                     fn(q, k, v, extra)
 
-        seconds, peak, status = measure(step, device, args.repeats, args.warmup)
+        seconds, peak, status = measure(step, device, args.repeats, args.warmup, reset=reset)
         records.append(dict(suite='op', case=f'N={n} d={d}', method=name, mode=mode, tokens=n, head_dim=d,
                             batch=f'{batch}x{heads}', time_s=seconds, peak_mb=peak, status=status))
 
@@ -266,14 +277,16 @@ def run_model(kind, window, lr_size, config, device, batch=1, train=False):
         def step():
             with torch.no_grad():
                 model(x)
-        return step, note
+        return step, None, note
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.9, 0.99))
 
-    def step():
+    def reset():
         optimizer.zero_grad(set_to_none=True)
+
+    def step():
         F.l1_loss(model(x), target).backward()
         optimizer.step()
-    return step, note
+    return step, reset, note
 
 
 MODELS = [('swinir', 8, 'SwinIR-w8'), ('swinir', 48, 'SwinIR-w48'), ('taylor', 48, 'TaylorSwinIR-w48')]
@@ -292,10 +305,10 @@ def run_model_suite(args, device, records):
     jobs += [(kind, window, name, train_patch, True, train_batch) for kind, window, name in models]
     for kind, window, name, size, train, batch in tqdm(jobs, desc='model', file=sys.stdout):
         try:
-            step, note = run_model(kind, window, size, config, device, batch, train)
+            step, reset, note = run_model(kind, window, size, config, device, batch, train)
             slow = not args.quick and (kind == 'swinir' and window == 48 or train)
             repeats = min(args.repeats, args.slow_repeats) if slow else (args.model_repeats or args.repeats)
-            seconds, peak, status = measure(step, device, repeats, args.warmup, memory_as_warmup=slow)
+            seconds, peak, status = measure(step, device, repeats, args.warmup, memory_as_warmup=slow, reset=reset)
         except (RuntimeError, MemoryError) as error:  # building the model or its input
             seconds, peak, note = None, None, ''
             status = 'OOM' if _is_oom(error) else f'error: {type(error).__name__}: {str(error)[:80]}'
@@ -305,7 +318,7 @@ def run_model_suite(args, device, records):
         records.append(dict(suite='model', case='train step' if train else f'LR {size}²', method=name,
                             mode='train' if train else 'inference', lr_size=size, window=window, batch=batch,
                             time_s=seconds, peak_mb=peak, status=status, note=note))
-        step = None
+        step = reset = None
 
 
 def run_scaling_suite(args, device, records):
@@ -323,7 +336,7 @@ def run_scaling_suite(args, device, records):
     for sweep, kind, window, size in tqdm(jobs, desc='scaling', file=sys.stdout):
         name = f'{"SwinIR" if kind == "swinir" else "TaylorSwinIR"}-w{window}'
         try:
-            step, note = run_model(kind, window, size, config, device)
+            step, _, note = run_model(kind, window, size, config, device)
             slow = not args.quick and kind == 'swinir' and window >= 32
             repeats = min(args.repeats, args.slow_repeats) if slow else (args.model_repeats or args.repeats)
             seconds, peak, status = measure(step, device, repeats, args.warmup, memory_as_warmup=slow)

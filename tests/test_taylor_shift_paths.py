@@ -133,10 +133,11 @@ def test_region_layout_gives_every_token_a_slot_in_a_single_region_chunk():
 
 
 def test_chunk_size_divides_equal_regions_when_it_can():
-    assert ts.choose_chunk(2304, 6, granule=576) == 192  # SwinIR's 48×48 shifted window: 576-token regions
+    assert ts.choose_chunk(2304, 6, granule=576, block_tokens=1024) == 192  # 48² window shifted by 24: 576 tokens
     assert 576 % ts.choose_chunk(2304, 6, granule=576) == 0
     assert ts.choose_chunk(2304, 6, granule=7) == ts.choose_chunk(2304, 6)  # no divisor near the target
     assert ts.choose_chunk(50, 1) == 50  # never more than N
+    assert ts.choose_chunk(2304, 6, granule=2304, block_tokens=4096) == 768  # 3 equal chunks, not 682 + a tail
 
 
 @pytest.mark.parametrize('d', [1, 2, 7, 30])
