@@ -461,6 +461,7 @@ def _op_table(rows):
 def plots(records, out_dir):
     """PNG plots: op time and memory against N (d = 30 or the first d), scaling sweeps."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     written = []
@@ -468,20 +469,23 @@ def plots(records, out_dir):
     if op:
         d = 30 if any(r['head_dim'] == 30 for r in op) else op[0]['head_dim']
         for mode in ('forward', 'forward+backward'):
-            fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+            fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(wspace=0.3))
             for method in dict.fromkeys(r['method'] for r in op):
                 rows = sorted((r for r in op if r['method'] == method and r['mode'] == mode and r['head_dim'] == d),
                               key=lambda r: r['tokens'])
                 for ax, field in zip(axes, ('time_s', 'peak_mb')):
                     ax.plot([r['tokens'] for r in rows], [r[field] for r in rows], marker='o', label=method)
+            tokens = sorted({r['tokens'] for r in op})
             for ax, label in zip(axes, ('time (s)', 'peak memory (MB)')):
                 ax.set_xscale('log')
                 ax.set_yscale('log')
+                ax.set_xticks(tokens, [str(n) for n in tokens])
+                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
                 ax.set_xlabel('tokens per window N')
                 ax.set_ylabel(label)
                 ax.grid(True, which='both', alpha=0.3)
             axes[0].legend()
-            fig.suptitle(f'attention op, head dim {d}, {mode}, batch of windows covering 96x96 tokens')
+            fig.suptitle(f'attention op, head dim {d}, {mode} (a batch of windows x heads per call)')
             written.append(_save(fig, out_dir, f'op_{mode.replace("+", "_")}.png'))
             plt.close(fig)
     for sweep, xfield, xlabel in (('scaling-window', 'window', 'window size'),
@@ -489,7 +493,7 @@ def plots(records, out_dir):
         rows = [r for r in records if r['suite'] == sweep and r['status'] == 'ok']
         if not rows:
             continue
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(wspace=0.3))
         groups = dict.fromkeys(r['method'].split('-w')[0] if sweep == 'scaling-window' else r['method'] for r in rows)
         for group in groups:
             sel = sorted((r for r in rows if (r['method'].split('-w')[0] if sweep == 'scaling-window'
