@@ -189,7 +189,7 @@ def main(argv=None):
             write_image(upscale_image(image, upscaler, in_channels, args.alpha_upsampler), target)
         except (ImageReadError, OSError, ValueError, RuntimeError) as error:
             failed.append(image_path)
-            hint = ' (try a smaller --tile)' if isinstance(error, torch.OutOfMemoryError) else ''
+            hint = ' (try a smaller --tile)' if isinstance(error, torch.cuda.OutOfMemoryError) else ''
             tqdm.write(f'FAILED {image_path}: {error}{hint}', file=sys.stderr)
             continue
         if device.type == 'cuda':

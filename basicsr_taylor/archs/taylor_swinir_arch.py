@@ -36,7 +36,8 @@ def shifted_window_regions(height, width, window_size, shift_size, device):
     columns; a window mixes at most two row groups and two column groups, so 4 ids suffice.
     Cached per size, except while torch.export traces the network (symbolic sizes, fake tensors).
     """
-    if torch.compiler.is_exporting():
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch >= 2.5
+    if is_exporting is not None and is_exporting():
         return _shifted_window_regions(height, width, window_size, shift_size, device)
     return _cached_shifted_window_regions(height, width, window_size, shift_size, device)
 
