@@ -109,7 +109,9 @@ def load_resume_state(opt):
     import os.path as osp
 
     import torch
-    from basicsr.utils import check_resume, get_root_logger, scandir
+    import logging
+
+    from basicsr.utils import check_resume, scandir
     if torch.cuda.is_available():
         device_id = torch.cuda.current_device()
         map_location = lambda storage, loc: storage.cuda(device_id)  # noqa: E731  (BasicSR's choice)
@@ -129,12 +131,36 @@ def load_resume_state(opt):
         except Exception as err:  # noqa: BLE001  (any unreadable file: truncated zip, empty file, ...)
             if not opt['auto_resume'] or i + 1 == len(candidates):
                 raise RuntimeError(f'cannot read training state {path}: {err}') from err
-            get_root_logger().warning(f'Skipping unreadable training state {path}: {err}')
+            # not get_root_logger(): initialising BasicSR's logger before train_pipeline does would leave
+            # the run without its log file; this goes to stderr
+            logging.getLogger('basicsr').warning(f'Skipping unreadable training state {path}: {err}')
             continue
         opt['path']['resume_state'] = path
         check_resume(opt, resume_state['iter'])
         return resume_state
     return None
+
+
+class _TorchWithAtomicSave:
+    """Stands in for ``torch`` inside basicsr.models.base_model, whose save_network and save_training_state
+    write checkpoints in place: a run killed mid-write left a truncated file. Same module, except that
+    ``save(obj, path)`` writes ``path.partial`` and renames it when complete."""
+
+    def __getattr__(self, name):
+        import torch
+        return getattr(torch, name)
+
+    @staticmethod
+    def save(obj, f, *args, **kwargs):
+        import os
+
+        import torch
+        if not isinstance(f, (str, os.PathLike)):
+            return torch.save(obj, f, *args, **kwargs)
+        partial = f'{os.fspath(f)}.partial'
+        torch.save(obj, partial, *args, **kwargs)
+        os.replace(partial, f)  # atomic on POSIX and Windows
+        return None
 
 
 _training_fixes_installed = False
@@ -145,15 +171,18 @@ def install_training_fixes():
 
     - basicsr.train.load_resume_state -> :func:`load_resume_state` (resume without CUDA, torch.load);
     - init_dist as used by basicsr.utils.options.parse_options -> gloo without CUDA, BasicSR's with CUDA;
-    - BaseModel.model_to_device -> DDP without device_ids when there is no CUDA.
+    - BaseModel.model_to_device -> DDP without device_ids when there is no CUDA;
+    - checkpoints and training states are written to a temporary name and renamed (never half-written).
     """
     global _training_fixes_installed
     if _training_fixes_installed:
         return
     install()
+    import basicsr.models.base_model
     import basicsr.train
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
+    basicsr.models.base_model.torch = _TorchWithAtomicSave()
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.options.init_dist = _cpu_aware_init_dist
     BaseModel.model_to_device = _cpu_aware_model_to_device(BaseModel.model_to_device)
