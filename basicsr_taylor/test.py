@@ -14,20 +14,12 @@ if __package__ in (None, ''):  # run as a file: put the repository root, not bas
     sys.path.insert(0, os.path.dirname(_here))
 
 import basicsr_taylor  # noqa: E402,F401  (compat.install() and architecture registration)
-from basicsr_taylor import compat, option_checks  # noqa: E402
+from basicsr_taylor.pipeline import run_basicsr_pipeline  # noqa: E402
 
 
 def main(argv=None):
-    """Run basicsr.test.test_pipeline with root_path = the current directory. ``argv`` defaults to sys.argv[1:]."""
-    compat.install_training_fixes()
-    import basicsr.test
-    if not hasattr(basicsr.test.parse_options, '__wrapped__'):  # check the option file before BasicSR uses it
-        basicsr.test.parse_options = option_checks.checked(basicsr.test.parse_options)
-    sys.argv = [sys.argv[0]] + compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
-    try:
-        basicsr.test.test_pipeline(os.getcwd())
-    except option_checks.OptionError as err:
-        raise SystemExit(f'basicsr-taylor-test: error: {err}') from None
+    """``basicsr.test.test_pipeline`` with root_path = the current directory. ``argv`` defaults to sys.argv[1:]."""
+    run_basicsr_pipeline('test', argv)
 
 
 if __name__ == '__main__':

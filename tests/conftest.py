@@ -1,2 +1,18 @@
-"""basicsr 1.4.2 only imports on today's torchvision after basicsr_taylor's compat fixes: load them first."""
+"""Shared test set-up.
+
+basicsr 1.4.2 only imports on today's torchvision after basicsr_taylor's compat fixes: load them first.
+"""
+import pytest
+import torch
+
 import basicsr_taylor  # noqa: F401
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run as fast on one thread, and one thread is immune to other jobs on the same cores
+    (spinning OpenMP threads on a shared CPU slowed them 20-50x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,12 +11,7 @@ TINY = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=
             upsampler='pixelshuffle')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny networks, see conftest
 
 
 @pytest.mark.parametrize('num_tokens,head_dim', [(30, 6), (64, 6), (300, 8)])  # direct and efficient forms

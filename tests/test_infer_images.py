@@ -19,12 +19,7 @@ TINY = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=
             upsampler='pixelshuffle')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny networks, see conftest
 
 
 @pytest.fixture(scope='module')

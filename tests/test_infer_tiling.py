@@ -15,13 +15,7 @@ from basicsr_taylor.tiling import blend_ramp, check_tile_options, tile_spans, ti
 CPU = torch.device('cpu')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is as fast, and immune to other jobs on the same cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny networks, see conftest
 
 
 @pytest.fixture(scope='module')
