@@ -122,7 +122,8 @@ def _write_bicubic(job):
 def make_bicubic_lr(hr_dir, lr_dir, scale, workers=1, overwrite=False):
     """Create ``lr_dir`` with the MATLAB-bicubic x``scale`` LR image of every HR image (PNG, same key)."""
     jobs = lambda tmp: [(p, tmp, scale) for p in list_images(hr_dir)]  # noqa: E731
-    return build_dir_atomically(lr_dir, lambda tmp: _run(_write_bicubic, jobs(tmp), workers, f'bicubic x{scale}'), overwrite)
+    return build_dir_atomically(lr_dir, lambda tmp: _run(_write_bicubic, jobs(tmp), workers, f'bicubic x{scale}'),
+                                overwrite)
 
 
 def crop_positions(length, crop, step, align):
@@ -184,8 +185,8 @@ def extract_sub_images(hr_dir, src_dir, out_dir, scale=1, crop=480, step=240, al
                                        f'(looked for {key}.png or {key}x{scale}.png)')
         jobs.append((path, key, image_size(hr_path), scale, crop, step, align))
     desc = f'sub-images {osp.basename(out_dir)}'
-    return build_dir_atomically(out_dir, lambda tmp: _run(_write_sub_images, [j + (tmp, ) for j in jobs], workers, desc),
-                       overwrite)
+    return build_dir_atomically(
+        out_dir, lambda tmp: _run(_write_sub_images, [j + (tmp, ) for j in jobs], workers, desc), overwrite)
 
 
 def lmdb_is_complete(lmdb_path, image_dir):

@@ -12,11 +12,8 @@ import sys
 import time
 
 import cv2
-import numpy as np
 import pytest
-import skimage.data
 import torch
-import yaml
 
 import basicsr_taylor  # noqa: F401
 from basicsr.metrics import calculate_psnr
