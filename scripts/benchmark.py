@@ -115,11 +115,25 @@ def measure(fn, device, repeats, warmup, memory_as_warmup=False, reset=None):
             peak = peak_bytes(fn, device, reset)
         return statistics.median(times), peak / 2**20, 'ok'
     except (RuntimeError, MemoryError) as error:
-        if device.type == 'cuda':
-            torch.cuda.empty_cache()
+        _release_memory(device)
         if not _is_oom(error):
             return None, None, f'error: {type(error).__name__}: {str(error)[:80]}'
         return None, None, 'OOM'
+
+
+def _release_memory(device):
+    """After a failed (OOM) run: give freed memory back, so that later configurations are not refused for
+    what the failed one left in the allocator's heap (RLIMIT_DATA counts it)."""
+    import gc
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+        return
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def environment(device, threads):
@@ -303,6 +317,7 @@ def run_model_suite(args, device, records):
         train_patch, train_batch = 48, 4
     jobs = [(kind, window, name, size, False, 1) for size in sizes for kind, window, name in models]
     jobs += [(kind, window, name, train_patch, True, train_batch) for kind, window, name in models]
+    jobs.sort(key=lambda job: job[4] and job[0] == 'swinir' and job[1] >= 32)  # the likely OOM one last
     for kind, window, name, size, train, batch in tqdm(jobs, desc='model', file=sys.stdout):
         try:
             step, reset, note = run_model(kind, window, size, config, device, batch, train)
@@ -512,11 +527,19 @@ def plots(records, out_dir):
     return written
 
 
+def _publish(tmp_name, path):
+    """Move a finished temp file into place with the usual file mode (mkstemp's is 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
+    os.replace(tmp_name, path)
+
+
 def _save(fig, out_dir, name):
     path = os.path.join(out_dir, name)
     with tempfile.NamedTemporaryFile(dir=out_dir, suffix='.png', delete=False) as tmp:
         fig.savefig(tmp.name, dpi=90, bbox_inches='tight')
-    os.replace(tmp.name, path)
+    _publish(tmp.name, path)
     return path
 
 
@@ -524,7 +547,7 @@ def _write_text(path, text):
     with tempfile.NamedTemporaryFile('w', dir=os.path.dirname(path), delete=False, encoding='utf-8',
                                      newline='') as tmp:
         tmp.write(text)
-    os.replace(tmp.name, path)
+    _publish(tmp.name, path)
 
 
 def write_tables(records, env, device, out_dir):
@@ -535,7 +558,7 @@ def write_tables(records, env, device, out_dir):
         writer.writeheader()
         for r in records:
             writer.writerow({k: ('' if r.get(k) is None else r.get(k)) for k in FIELDS})
-    os.replace(tmp.name, os.path.join(out_dir, 'results.csv'))
+    _publish(tmp.name, os.path.join(out_dir, 'results.csv'))
     _write_text(os.path.join(out_dir, 'results.md'), markdown(records, env, device))
 
 
@@ -569,7 +592,7 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--replot', metavar='CSV', default=None,
                         help='only rebuild results.md and the plots in --out from an earlier results.csv')
-    parser.add_argument('--cpu-mem-cap-gb', type=float, default=10.0,
+    parser.add_argument('--cpu-mem-cap-gb', type=float, default=16.0,
                         help='CPU: cap on the process data segment, so that OOM fails cleanly (0: none)')
     parser.add_argument('--out', default='docs/benchmarks/cpu', help='output folder')
     args = parser.parse_args(argv)
@@ -617,6 +640,9 @@ def main(argv=None):
         raise SystemExit('--device cuda: no CUDA device is available')
     if args.threads:
         torch.set_num_threads(args.threads)
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot  # noqa: F401  (load its shared libraries before the memory cap)
     if device.type == 'cpu' and args.cpu_mem_cap_gb > 0:
         cap = int(args.cpu_mem_cap_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_DATA, (cap, resource.getrlimit(resource.RLIMIT_DATA)[1]))
