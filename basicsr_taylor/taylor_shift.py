@@ -216,9 +216,17 @@ class MonomialFeatures:
         return torch.cat([linear, grid.transpose(-2, -1).reshape(stats.shape[:-2] + (width * d, d))], dim=-2)
 
 
-@lru_cache(maxsize=32)
+def is_tracing():
+    """True while torch.compile or torch.export traces: tensors made then are fake and must not be cached."""
+    compiler = getattr(torch, 'compiler', None)
+    return any(getattr(compiler, name, lambda: False)() for name in ('is_compiling', 'is_exporting'))
+
+
 def _feature_map(head_dim, device):
-    return MonomialFeatures(head_dim, device)
+    return MonomialFeatures(head_dim, device) if is_tracing() else _cached_feature_map(head_dim, device)
+
+
+_cached_feature_map = lru_cache(maxsize=32)(MonomialFeatures)
 
 
 def _vjp_inputs(g, x, out):

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils import checkpoint
 
 from ..registry import register_arch
-from ..taylor_shift import FORMS
+from ..taylor_shift import FORMS, is_tracing
 from .taylor_shift_attention_arch import TaylorShiftAttention
 
 UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
@@ -34,10 +34,9 @@ def shifted_window_regions(height, width, window_size, shift_size, device):
 
     Rows from the bottom shift_size rows of the rolled map wrapped around from the top, and likewise for
     columns; a window mixes at most two row groups and two column groups, so 4 ids suffice.
-    Cached per size, except while torch.export traces the network (symbolic sizes, fake tensors).
+    Cached per size, except while torch.export or torch.compile traces the network (symbolic sizes, fake tensors).
     """
-    is_exporting = getattr(torch.compiler, 'is_exporting', None)  # torch >= 2.5
-    if is_exporting is not None and is_exporting():
+    if is_tracing():
         return _shifted_window_regions(height, width, window_size, shift_size, device)
     return _cached_shifted_window_regions(height, width, window_size, shift_size, device)
 
