@@ -5,20 +5,18 @@ import os.path as osp
 
 from PIL import Image
 
+from .image_io import IMAGE_EXTENSIONS
+
 
 class OptionError(ValueError):
     """An option file that cannot work; the message names the key (``datasets:train:dataroot_gt``)."""
-
-
-def _registry_names(registry):
-    return sorted(registry._obj_map)  # noqa: SLF001  (BasicSR's Registry has no public listing)
 
 
 def _check_registered(registry, name, key):
     if name is None:
         raise OptionError(f'{key} is missing')
     if name not in registry:
-        raise OptionError(f'{key}: unknown type {name!r}; registered: {", ".join(_registry_names(registry))}')
+        raise OptionError(f'{key}: unknown type {name!r}; registered: {", ".join(sorted(registry.keys()))}')
 
 
 def _first_image_size(root, io_backend, key):
@@ -35,7 +33,7 @@ def _first_image_size(root, io_backend, key):
     if not osp.isdir(root):
         raise OptionError(f'{key}: folder not found: {root}')
     from basicsr.utils import scandir
-    files = sorted(scandir(root, suffix=('png', 'jpg', 'jpeg', 'bmp', 'tif', 'tiff', 'webp'), full_path=True))
+    files = sorted(scandir(root, suffix=IMAGE_EXTENSIONS, full_path=True))
     if not files:
         raise OptionError(f'{key}: no images in {root}')
     with Image.open(files[0]) as im:

@@ -27,7 +27,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from .image_io import IMAGE_EXTENSIONS
+
 PNG_COMPRESSION = 3  # BasicSR's extract_subimages default
 
 
@@ -39,9 +40,9 @@ def list_images(folder):
     """Sorted image file paths in ``folder`` (not recursive)."""
     if not osp.isdir(folder):
         raise DataPreparationError(f'image folder not found: {folder}')
-    files = sorted(osp.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
+    files = sorted(osp.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise DataPreparationError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {folder}')
+        raise DataPreparationError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in {folder}')
     return files
 
 

@@ -165,10 +165,11 @@ def evaluate(opt, model_path):
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import img2tensor, tensor2img
     from basicsr.utils.matlab_functions import imresize
+
+    from .checkpoint import load_state_dict
     val = opt['datasets']['val']
     net = build_network(dict(opt['network_g']))
-    state = torch.load(model_path, map_location='cpu', weights_only=True)
-    net.load_state_dict(state.get('params_ema', state.get('params')))
+    net.load_state_dict(load_state_dict(model_path)[0])  # params_ema if present, weights-only
     net.eval()
     rows = []
     for gt_path in prepare_data.list_images(val['dataroot_gt']):

@@ -9,9 +9,9 @@ def register_arch(cls):
     script imported under two names) registers the same class again; that replaces the entry. A different
     class under a taken name still fails, as in BasicSR.
     """
-    existing = ARCH_REGISTRY._obj_map.get(cls.__name__)  # noqa: SLF001  (BasicSR has no public lookup without raising)
+    existing = ARCH_REGISTRY.get(cls.__name__) if cls.__name__ in ARCH_REGISTRY else None
     if existing is not None and existing.__qualname__ == cls.__qualname__ and \
             existing.__module__.split('.')[-1] == cls.__module__.split('.')[-1]:
-        ARCH_REGISTRY._obj_map[cls.__name__] = cls  # noqa: SLF001
+        ARCH_REGISTRY._obj_map[cls.__name__] = cls  # noqa: SLF001  (BasicSR's Registry has no public replace)
         return cls
     return ARCH_REGISTRY.register()(cls)
