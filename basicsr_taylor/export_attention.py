@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .taylor_shift import crossover_tokens, taylor_features
+
 MAX_SHIFTED_WINDOW_REGIONS = 4  # a shifted window mixes at most 2 row groups × 2 column groups
 EXPORT_CHUNKS = 4  # token chunks per window, each unrolled into the graph (48² window, d = 30: Φ of a chunk ≈ 4 q)
 
@@ -35,7 +37,7 @@ def exportable_taylor_shift_attention(q, k, v, temperature=None, regions=None, f
     v = v.to(compute_dtype)
     if temperature is not None:
         q = q * temperature.to(compute_dtype)  # x_ij = τ q̂_i·k̂_j
-    use_direct = form == 'direct' or (form == 'auto' and num_tokens < head_dim * head_dim + head_dim + 1)
+    use_direct = form == 'direct' or (form == 'auto' and num_tokens < crossover_tokens(head_dim))
     out = _direct(q, k, v, regions) if use_direct else _efficient(q, k, v, regions, num_regions)
     if output_norm:
         out = out * math.sqrt(num_tokens / head_dim)  # y · sqrt(N/d)
@@ -48,15 +50,6 @@ def _direct(q, k, v, regions):
     if regions is not None:
         weights = weights * (regions[..., :, None] == regions[..., None, :]).to(weights.dtype)  # same region only
     return (weights @ v) / weights.sum(-1, keepdim=True)  # y_i = Σ_j w_ij v_j / Σ_j w_ij
-
-
-def _features(x):
-    """Φ(x) = [1, x, c_ab x_a x_b (a <= b)]  (..., d) -> (..., 1 + d + d(d+1)/2)."""
-    head_dim = x.shape[-1]
-    rows, cols = torch.triu_indices(head_dim, head_dim)
-    ones = torch.ones(rows.shape, dtype=torch.float64)
-    coef = torch.where(rows == cols, 0.5**0.5 * ones, ones).to(x.dtype)  # c_aa = 1/√2, c_ab = 1
-    return torch.cat([torch.ones_like(x[..., :1]), x, x[..., rows] * x[..., cols] * coef], dim=-1)
 
 
 def _efficient(q, k, v, regions, num_regions):
@@ -72,11 +65,11 @@ def _efficient(q, k, v, regions, num_regions):
         values = v_ext[..., rows, :]
         if onehot is not None:
             values = (onehot[..., rows, :, None] * values[..., :, None, :]).flatten(-2)  # v'_j into block r(j)
-        part = _features(k[..., rows, :]).transpose(-2, -1) @ values
+        part = taylor_features(k[..., rows, :]).transpose(-2, -1) @ values
         stats = part if stats is None else stats + part
     outputs = []
     for rows in chunks:  # y'_i = Φ(q_i)·S_{r(i)}
-        out = _features(q[..., rows, :]) @ stats
+        out = taylor_features(q[..., rows, :]) @ stats
         if onehot is not None:
             out = (out.unflatten(-1, (num_regions, -1)) * onehot[..., rows, :, None]).sum(-2)  # block r(i)
         outputs.append(out)

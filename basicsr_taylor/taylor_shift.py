@@ -131,12 +131,12 @@ def _direct(q, k, v, temperature, regions, scale):
 def taylor_features(x):
     """Φ(x) = [1, x, c_ab x_a x_b (a <= b)] with c_aa = 1/√2, c_ab = 1, so that Φ(q)·Φ(k) = p(q·k).
 
-    The textbook symmetric feature map, D = taylor_feature_dim(d) wide (a reference; the efficient form
+    The textbook symmetric feature map, D = taylor_feature_dim(d) wide (the ONNX export path; the efficient form
     uses :class:`MonomialFeatures`).  (..., d) -> (..., D)
     """
     rows, cols = torch.triu_indices(x.shape[-1], x.shape[-1], device=x.device)
-    coef = torch.ones(rows.shape, dtype=x.dtype, device=x.device)  # c_ab = 1
-    coef[rows == cols] = 0.5**0.5  # c_aa = 1/√2
+    ones = torch.ones(rows.shape, dtype=torch.float64, device=x.device)
+    coef = torch.where(rows == cols, 0.5**0.5 * ones, ones).to(x.dtype)  # c_aa = 1/√2, c_ab = 1 (traceable)
     return torch.cat([torch.ones_like(x[..., :1]), x, x[..., rows] * x[..., cols] * coef], dim=-1)
 
 
