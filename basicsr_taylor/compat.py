@@ -5,8 +5,17 @@ where BasicSR (or its dependencies) already works, so users running a fixed Basi
 affected. ``install()`` must run before the first ``import basicsr``; ``basicsr_taylor/__init__.py`` does it.
 """
 import importlib.util
+import logging
+import os
+import os.path as osp
+import subprocess
 import sys
 import types
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 _installed = False
 
@@ -57,11 +66,6 @@ def accept_dashed_local_rank(argv):
 
 def _init_dist_on_cpu(launcher, backend='nccl', **kwargs):
     """Like basicsr.utils.dist_util.init_dist, for machines without CUDA: gloo backend, no cuda.set_device."""
-    import os
-    import subprocess
-
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
     if mp.get_start_method(allow_none=True) is None:
         mp.set_start_method('spawn')
     if launcher == 'slurm':  # the environment BasicSR's _init_dist_slurm sets, without the GPU index
@@ -78,7 +82,6 @@ def _init_dist_on_cpu(launcher, backend='nccl', **kwargs):
 
 
 def _cpu_aware_init_dist(launcher, backend='nccl', **kwargs):
-    import torch
     from basicsr.utils import dist_util
     if torch.cuda.is_available():
         return dist_util.init_dist(launcher, backend, **kwargs)  # BasicSR's own (NCCL, one GPU per rank)
@@ -90,8 +93,6 @@ def _cpu_aware_model_to_device(original):
     DDP must get device_ids=None (CPU module, gloo all-reduce)."""
 
     def model_to_device(self, net):
-        import torch
-        from torch.nn.parallel import DistributedDataParallel
         if self.opt['dist'] and not torch.cuda.is_available():
             return DistributedDataParallel(
                 net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))
@@ -106,11 +107,6 @@ def load_resume_state(opt):
     torch.cuda.current_device() (fails without CUDA; kept when CUDA is there) and relies on torch.load's old
     weights_only=False default (the state holds the scheduler's Counter of milestones). With --auto_resume a
     newest state that cannot be read (a run killed while writing it) is skipped for the one before it."""
-    import os.path as osp
-
-    import torch
-    import logging
-
     from basicsr.utils import check_resume, scandir
     if torch.cuda.is_available():
         device_id = torch.cuda.current_device()
@@ -147,14 +143,10 @@ class _TorchWithAtomicSave:
     ``save(obj, path)`` writes ``path.partial`` and renames it when complete."""
 
     def __getattr__(self, name):
-        import torch
         return getattr(torch, name)
 
     @staticmethod
     def save(obj, f, *args, **kwargs):
-        import os
-
-        import torch
         if not isinstance(f, (str, os.PathLike)):
             return torch.save(obj, f, *args, **kwargs)
         partial = f'{os.fspath(f)}.partial'
