@@ -1,16 +1,23 @@
 """basicsr-taylor: TaylorShift attention and TaylorSwinIR as a BasicSR plugin (TaylorIR, arXiv 2411.10231).
 
-Importing this package makes basicsr 1.4.2 importable on today's torch/torchvision (see ``compat``) and
+Importing this package makes basicsr 1.4.2 importable on today's torch/torchvision (``utils.compat``) and
 registers ``TaylorShiftAttention`` and ``TaylorSwinIR`` in ``basicsr.utils.registry.ARCH_REGISTRY``.
+
+Layout (imports run one way: commands -> archs -> ops -> utils; data beside ops):
+    train.py test.py infer.py export.py prepare_data.py quickstart.py   the commands (console scripts)
+    archs/              what an option file's ``type:`` names (every *_arch.py is imported and registered)
+    ops/taylor_shift/   the attention op: public function, naive reference forms, efficient form, Triton kernels
+    data/               training data: bicubic LR, sub-images, LMDBs, sample photos
+    utils/              compat fixes, registry, option checks, checkpoints, image I/O, tiling, atomic files
 """
-from . import compat
+from .utils import compat
 
 compat.install()
 
-from .taylor_shift import taylor_shift_attention  # noqa: E402
+from .ops.taylor_shift import taylor_shift_attention  # noqa: E402
 from .archs import *  # noqa: E402,F401,F403  (registers the architectures)
 from .archs.taylor_shift_attention_arch import TaylorShiftAttention  # noqa: E402
 from .archs.taylor_swinir_arch import TaylorSwinIR  # noqa: E402
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 __all__ = ['taylor_shift_attention', 'TaylorShiftAttention', 'TaylorSwinIR', '__version__']

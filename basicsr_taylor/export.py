@@ -4,25 +4,22 @@
 
 Uses torch.onnx.export's torch.export-based path (``dynamo=True``); the legacy TorchScript tracer would freeze
 the padding and window counts of the example size. TaylorShift attention is exported in its plain tensor-op
-form (``export_attention``): the same function, without data-dependent shapes. The graph takes ``lr``
-(B, C, H, W) float32 in [0, 1] and returns ``sr`` (B, C, H·scale, W·scale); any B, H, W >= 1. After writing,
-the model is run with onnxruntime on two sizes with different numbers of windows and compared with PyTorch
-(needs the ``export`` extra).
+forms (``ops/taylor_shift/naive.py``, chosen by the op's ``exportable`` switch): the same function, without
+data-dependent shapes. The graph takes ``lr`` (B, C, H, W) float32 in [0, 1] and returns ``sr``
+(B, C, H·scale, W·scale); any B, H, W >= 1. After writing, the model is run with onnxruntime on two sizes with
+different numbers of windows and compared with PyTorch (needs the ``export`` extra).
 """
 import argparse
 import logging
-import os
 import sys
-import tempfile
-from os import path as osp
 
 import torch
 
 import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
-from basicsr_taylor.checkpoint import CheckpointError, load_network, network_in_channels, network_scale, \
+from basicsr_taylor.ops.taylor_shift import exportable
+from basicsr_taylor.utils.checkpoint import CheckpointError, load_network, network_in_channels, network_scale, \
     network_window_size
-from basicsr_taylor.export_attention import exportable_attention
-from basicsr_taylor.image_io import default_file_mode
+from basicsr_taylor.utils.files import atomic_path
 
 logger = logging.getLogger('basicsr_taylor.export')
 
@@ -39,20 +36,11 @@ def export_onnx(network, onnx_path, in_channels, window_size, opset=None):
     example = torch.rand(2, in_channels, 2 * window_size + 3, 2 * window_size + 5)  # not 0/1: no specialisation
     dims = {2: torch.export.Dim('height', min=1, max=65536), 3: torch.export.Dim('width', min=1, max=65536),
             0: torch.export.Dim('batch', min=1, max=1024)}
-    with exportable_attention(), torch.no_grad():
+    with exportable(), torch.no_grad():
         program = torch.onnx.export(network, (example, ), dynamo=True, dynamic_shapes=(dims, ),
                                     input_names=['lr'], output_names=['sr'], opset_version=opset, verbose=False)
-    folder = osp.dirname(osp.abspath(onnx_path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(prefix='.' + osp.basename(onnx_path) + '.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(onnx_path) as temp_path:
         program.save(temp_path, external_data=False)  # weights inside the file (models < 2 GB)
-        os.chmod(temp_path, default_file_mode())  # mkstemp makes it private (0600)
-        os.replace(temp_path, onnx_path)
-    finally:
-        if osp.exists(temp_path):
-            os.remove(temp_path)
     return onnx_path
 
 

@@ -20,12 +20,13 @@ import torch
 from tqdm import tqdm
 
 import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
-from basicsr.utils import img2tensor, scandir, tensor2img
-from basicsr_taylor.checkpoint import (CheckpointError, load_network, network_in_channels, network_scale,
-                                       network_window_size)
-from basicsr_taylor.image_io import (IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float,
-                                     write_image)
-from basicsr_taylor.tiling import check_tile_options, tiled_forward
+from basicsr.utils import img2tensor, tensor2img
+from basicsr_taylor.utils import image_io
+from basicsr_taylor.utils.checkpoint import (CheckpointError, load_network, network_in_channels, network_scale,
+                                             network_window_size)
+from basicsr_taylor.utils.image_io import (IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float,
+                                           write_image)
+from basicsr_taylor.utils.tiling import check_tile_options, tiled_forward
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 ALPHA_UPSAMPLERS = ('bicubic', 'model')
@@ -123,8 +124,7 @@ def list_images(input_path):
     if osp.isfile(input_path):
         return [input_path]
     if osp.isdir(input_path):
-        return sorted(osp.join(input_path, name) for name in scandir(input_path)
-                      if osp.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith('.'))
+        return image_io.list_images(input_path)
     raise FileNotFoundError(f'--input {input_path}: no such file or folder')
 
 

@@ -4,7 +4,7 @@
 
 1. writes scikit-image's sample photos (shipped inside the package) as HR images: most for training, three
    held out for validation;
-2. prepares them with the data script's code (basicsr_taylor.prepare_data): MATLAB-bicubic LR, sub-images, LMDBs;
+2. prepares them with the data script's code (basicsr_taylor.data): MATLAB-bicubic LR, sub-images, LMDBs;
 3. trains through BasicSR's own pipeline (``basicsr_taylor.train``: LMDB loader, validation, checkpoints,
    tensorboard) with --auto_resume, so running it again continues an interrupted run;
 4. prints the validation PSNR/SSIM (Y channel, 2 border pixels cropped) of the trained network next to MATLAB
@@ -25,17 +25,13 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from . import prepare_data
+from .data import image_key, list_images, prepare_sample_photos
+from .data.sample_photos import VAL_PHOTOS
+from .utils.files import write_atomically
 
 NAME = 'quickstart_TaylorSwinIR_SRx2'
 DATA_DIR = osp.join('datasets', 'quickstart')
 SCALE = 2
-# Held out for validation, as (name, top, left, height, width) HR crops: a cat's face, a cup and plate, a rocket
-# on its launch pad. Crops keep the validation passes short on a CPU.
-VAL_PHOTOS = (('chelsea', 20, 100, 192, 256), ('coffee', 40, 100, 192, 256), ('rocket', 100, 200, 192, 256))
-TRAIN_PHOTOS = ('astronaut', 'hubble_deep_field', 'immunohistochemistry', 'retina', 'stereo_motorcycle',
-                'camera', 'coins', 'moon', 'brick', 'grass', 'gravel', 'cell', 'clock', 'text', 'page',
-                'colorwheel')
 
 # A small, CPU-friendly TaylorSwinIR: 16x16 windows (256 tokens) instead of 48x48, 32 channels in one head,
 # 2 residual groups of 2 blocks, and the one-step pixel-shuffle upsampler of lightweight SwinIR.
@@ -46,43 +42,9 @@ NETWORK = dict(type='TaylorSwinIR', upscale=SCALE, in_chans=3, img_size=32, wind
 TOTAL_ITER = 800
 
 
-def sample_photo(name):
-    """A scikit-image sample photo as a 3-channel BGR uint8 image (grey photos repeated, alpha dropped)."""
-    import skimage.data
-    img = getattr(skimage.data, name)()
-    if name == 'stereo_motorcycle':
-        img = img[0]  # (left, right, disparity): the left view
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., 2::-1])  # RGB(A) -> BGR
-
-
-def write_photos(folder, photos):
-    """Write the photos (names, or (name, top, left, height, width) crops) as PNGs into ``folder`` (skipped when
-    the folder is already complete)."""
-
-    def build(tmp):
-        for photo in tqdm(photos, desc=f'photos -> {folder}', unit='image'):
-            name, *box = (photo, ) if isinstance(photo, str) else photo
-            img = sample_photo(name)
-            if box:
-                top, left, height, width = box
-                img = img[top:top + height, left:left + width]
-            cv2.imwrite(osp.join(tmp, f'{name}.png'), img)
-
-    return prepare_data.build_dir_atomically(folder, build)
-
-
-def prepare_quickstart_data(data_dir=DATA_DIR, train_photos=TRAIN_PHOTOS, val_photos=VAL_PHOTOS, workers=1):
-    """HR photos -> (train LMDB pair, validation folders). Returns the dataroots for the option file."""
-    train_hr, val_hr = osp.join(data_dir, 'train_HR'), osp.join(data_dir, 'val_HR')
-    write_photos(train_hr, train_photos)
-    write_photos(val_hr, val_photos)
-    outputs = prepare_data.prepare(train_hr, osp.join(data_dir, 'train_LR_bicubic', 'X{scale}'), data_dir,
-                                   scales=(SCALE, ), crop=192, step=96, align=12, workers=workers)
-    val_lr = osp.join(data_dir, 'val_LR_bicubic', f'X{SCALE}')
-    prepare_data.make_bicubic_lr(val_hr, val_lr, SCALE, workers)
-    return dict(train_gt=outputs['hr'][1], train_lq=outputs[SCALE][1], val_gt=val_hr, val_lq=val_lr)
+def prepare_quickstart_data(data_dir=DATA_DIR, workers=1):
+    """The sample photos as x2 training LMDBs and validation folders; returns the dataroots."""
+    return prepare_sample_photos(data_dir, SCALE, workers=workers)
 
 
 def quickstart_options(dataroots, total_iter=TOTAL_ITER, network=None, name=NAME):
@@ -118,11 +80,7 @@ def quickstart_options(dataroots, total_iter=TOTAL_ITER, network=None, name=NAME
 
 def write_options(opt, path):
     """Write the option dict as YAML (atomically)."""
-    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
-    with open(path + '.partial', 'w') as f:
-        yaml.safe_dump(opt, f, sort_keys=False)
-    os.replace(path + '.partial', path)
-    return path
+    return write_atomically(path, yaml.safe_dump(opt, sort_keys=False))
 
 
 def run_training(opt_path, total_iter, threads, extra_args=()):
@@ -166,14 +124,14 @@ def evaluate(opt, model_path):
     from basicsr.utils import img2tensor, tensor2img
     from basicsr.utils.matlab_functions import imresize
 
-    from .checkpoint import load_state_dict
+    from .utils.checkpoint import load_state_dict
     val = opt['datasets']['val']
     net = build_network(dict(opt['network_g']))
     net.load_state_dict(load_state_dict(model_path)[0])  # params_ema if present, weights-only
     net.eval()
     rows = []
-    for gt_path in prepare_data.list_images(val['dataroot_gt']):
-        key = prepare_data.image_key(gt_path)
+    for gt_path in list_images(val['dataroot_gt']):
+        key = image_key(gt_path)
         lq = cv2.imread(osp.join(val['dataroot_lq'], key + '.png')).astype(np.float32) / 255.
         gt = cv2.imread(gt_path)[:lq.shape[0] * SCALE, :lq.shape[1] * SCALE]
         with torch.no_grad():

@@ -15,7 +15,7 @@ if __package__ in (None, ''):  # run as a file: put the repository root, not bas
     sys.path.insert(0, os.path.dirname(_here))
 
 import basicsr_taylor  # noqa: E402,F401  (compat.install() and architecture registration)
-from basicsr_taylor.pipeline import run_basicsr_pipeline  # noqa: E402
+from basicsr_taylor.utils.options import run_basicsr_pipeline  # noqa: E402
 
 
 def main(argv=None):

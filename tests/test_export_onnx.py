@@ -4,8 +4,7 @@ import torch
 import yaml
 
 import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
-from basicsr_taylor.export_attention import exportable_taylor_shift_attention
-from basicsr_taylor.taylor_shift import taylor_shift_attention
+from basicsr_taylor.ops.taylor_shift import exportable, is_exportable, taylor_shift_attention
 
 TINY = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2,
             upsampler='pixelshuffle')
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # tiny networks, see conftes
 
 
 @pytest.mark.parametrize('num_tokens,head_dim', [(30, 6), (64, 6), (300, 8)])  # direct and efficient forms
-def test_exportable_attention_is_taylor_shift_attention(num_tokens, head_dim):
+def test_exportable_forms_are_taylor_shift_attention(num_tokens, head_dim):
     generator = torch.Generator().manual_seed(num_tokens)
     q, k, v = (torch.randn(2, 3, num_tokens, head_dim, generator=generator, dtype=torch.float64) for _ in range(3))
     temperature = torch.rand(3, 1, 1, generator=generator, dtype=torch.float64) + 0.5
@@ -23,10 +22,23 @@ def test_exportable_attention_is_taylor_shift_attention(num_tokens, head_dim):
     for region_ids in (None, regions):
         for output_norm in (True, False):
             expected = taylor_shift_attention(q, k, v, temperature, region_ids, 'direct', output_norm)
-            actual = exportable_taylor_shift_attention(q, k, v, temperature, region_ids, 'auto', output_norm)
-            assert torch.allclose(actual, expected, rtol=1e-10, atol=1e-12)
-    half = exportable_taylor_shift_attention(q.half(), k.half(), v.half(), temperature, regions)
+            with exportable():
+                assert is_exportable()
+                actual = taylor_shift_attention(q, k, v, temperature, region_ids, 'efficient', output_norm)
+            torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+    assert not is_exportable()  # the switch is scoped to the block
+    with exportable():
+        half = taylor_shift_attention(q.half(), k.half(), v.half(), temperature, regions)
     assert half.dtype == torch.float16 and torch.isfinite(half).all()
+
+
+def test_exportable_switch_picks_the_traceable_form(monkeypatch):
+    """Inside the switch no region layout or custom Function runs: the efficient form is never called."""
+    from basicsr_taylor.ops.taylor_shift import interface
+    monkeypatch.setattr(interface, 'efficient', lambda *a: pytest.fail('efficient form called while exporting'))
+    q = torch.randn(1, 2, 50, 4)
+    with exportable():
+        taylor_shift_attention(q, q, q, regions=torch.randint(0, 4, (1, 1, 50)), form='efficient')
 
 
 @pytest.fixture(scope='module')

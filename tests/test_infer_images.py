@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
 from basicsr_taylor import infer
-from basicsr_taylor.image_io import EXIF_ORIENTATION, apply_orientation, read_image, write_image
+from basicsr_taylor.utils.image_io import EXIF_ORIENTATION, apply_orientation, read_image, write_image
 
 TINY = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2,
             upsampler='pixelshuffle')

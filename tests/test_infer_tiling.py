@@ -10,7 +10,7 @@ import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
 from basicsr.metrics import calculate_psnr
 from basicsr_taylor import TaylorSwinIR
 from basicsr_taylor.infer import Upscaler
-from basicsr_taylor.tiling import blend_ramp, check_tile_options, tile_spans, tiled_forward
+from basicsr_taylor.utils.tiling import blend_ramp, check_tile_options, tile_spans, tiled_forward
 
 CPU = torch.device('cpu')
 

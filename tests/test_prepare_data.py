@@ -11,8 +11,8 @@ import skimage.data
 import basicsr_taylor  # noqa: F401  (makes basicsr importable)
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils.matlab_functions import imresize
-from basicsr_taylor import prepare_data
-from basicsr_taylor.prepare_data import DataPreparationError
+from basicsr_taylor import data, prepare_data
+from basicsr_taylor.data import DataPreparationError
 
 
 def write_hr(folder, sizes=((130, 170), (97, 121))):
@@ -28,28 +28,28 @@ def write_hr(folder, sizes=((130, 170), (97, 121))):
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp('prep')
     hr = write_hr(str(root / 'Photos_HR'))
-    outputs = prepare_data.prepare(hr, str(root / 'Photos_LR_bicubic' / 'X{scale}'), str(root), scales=(2, 3, 4),
+    outputs = data.prepare(hr, str(root / 'Photos_LR_bicubic' / 'X{scale}'), str(root), scales=(2, 3, 4),
                                    crop=48, step=36, align=12)
     return root, hr, outputs
 
 
 def test_crop_positions_are_aligned_and_reach_the_border():
-    assert prepare_data.crop_positions(130, 48, 36, 12) == [0, 36, 72]  # last (130 - 48) // 12 * 12 = 72
-    positions = prepare_data.crop_positions(170, 48, 36, 12)
+    assert data.crop_positions(130, 48, 36, 12) == [0, 36, 72]  # last (130 - 48) // 12 * 12 = 72
+    positions = data.crop_positions(170, 48, 36, 12)
     assert positions[:4] == [0, 36, 72, 108] and positions[-1] == 120  # (170 - 48) // 12 * 12
     assert all(p % 12 == 0 for p in positions)
-    assert prepare_data.crop_positions(40, 48, 36, 12) == [0]  # shorter than crop: one piece
+    assert data.crop_positions(40, 48, 36, 12) == [0]  # shorter than crop: one piece
 
 
 def test_bicubic_lr_matches_basicsr_imresize(tmp_path):
     hr = write_hr(str(tmp_path / 'HR'))
-    assert prepare_data.make_bicubic_lr(hr, str(tmp_path / 'LR'), 3)
+    assert data.make_bicubic_lr(hr, str(tmp_path / 'LR'), 3)
     img = cv2.imread(osp.join(hr, 'img1.png'))  # 97x121 -> cropped to 96x120 -> 32x40
     lr = cv2.imread(str(tmp_path / 'LR' / 'img1.png'))
     assert lr.shape == (32, 40, 3)
     expected = np.clip(np.round(imresize(img[:96, :120] / 255., 1 / 3) * 255), 0, 255)
     np.testing.assert_array_equal(lr, expected)
-    assert not prepare_data.make_bicubic_lr(hr, str(tmp_path / 'LR'), 3)  # exists: skipped
+    assert not data.make_bicubic_lr(hr, str(tmp_path / 'LR'), 3)  # exists: skipped
 
 
 @pytest.mark.parametrize('scale', [2, 3, 4])
@@ -84,19 +84,19 @@ def test_rerun_skips_and_partial_outputs_are_rebuilt(prepared):
     root, hr, outputs = prepared
     lmdb_path = outputs[2][1]
     stamp = os.stat(osp.join(lmdb_path, 'data.mdb')).st_mtime_ns
-    assert not prepare_data.make_lmdb(outputs[2][0], lmdb_path)  # complete: skipped
+    assert not data.make_lmdb(outputs[2][0], lmdb_path)  # complete: skipped
     # an LMDB whose meta_info misses images (as if a writer had stopped half way) is not complete
     meta = osp.join(lmdb_path, 'meta_info.txt')
     lines = open(meta).readlines()
     with open(meta, 'w') as f:
         f.writelines(lines[:-1])
-    assert not prepare_data.lmdb_is_complete(lmdb_path, outputs[2][0])
-    assert prepare_data.make_lmdb(outputs[2][0], lmdb_path)
+    assert not data.lmdb_is_complete(lmdb_path, outputs[2][0])
+    assert data.make_lmdb(outputs[2][0], lmdb_path)
     assert open(meta).readlines() == lines
     assert os.stat(osp.join(lmdb_path, 'data.mdb')).st_mtime_ns != stamp
     # a leftover .partial folder from an interrupted run is neither used nor left behind
     os.makedirs(outputs[4][0] + '.partial')
-    prepare_data.extract_sub_images(hr, str(root / 'Photos_LR_bicubic' / 'X4'), outputs[4][0], 4, 48, 36, 12,
+    data.extract_sub_images(hr, str(root / 'Photos_LR_bicubic' / 'X4'), outputs[4][0], 4, 48, 36, 12,
                                     overwrite=True)
     assert not osp.exists(outputs[4][0] + '.partial')
     assert not [p for p in os.listdir(root) if 'partial' in p]
@@ -109,7 +109,7 @@ def test_div2k_names_and_cli(tmp_path):
     os.makedirs(lr_dir)
     for name in os.listdir(hr):  # DIV2K names its LR images 0001x2.png
         img = cv2.imread(osp.join(hr, name))
-        cv2.imwrite(str(lr_dir / name.replace('.png', 'x2.png')), prepare_data.bicubic_downscale(img, 2))
+        cv2.imwrite(str(lr_dir / name.replace('.png', 'x2.png')), data.bicubic_downscale(img, 2))
     prepare_data.main(['--root', str(root), '--scales', '2', '--crop', '48', '--step', '48', '--workers', '1'])
     for name in ('DIV2K_train_HR_sub.lmdb', 'DIV2K_train_LR_bicubic_X2_sub.lmdb'):
         assert osp.isfile(root / name / 'meta_info.txt')
@@ -126,27 +126,27 @@ def test_unreadable_image_is_named(tmp_path):
     with open(osp.join(hr, 'broken.png'), 'wb') as f:
         f.write(b'not a png')
     with pytest.raises(DataPreparationError, match='cannot read image .*broken.png'):
-        prepare_data.prepare(hr, str(tmp_path / 'LR' / 'X{scale}'), str(tmp_path), scales=(2, ), crop=48, step=48)
+        data.prepare(hr, str(tmp_path / 'LR' / 'X{scale}'), str(tmp_path), scales=(2, ), crop=48, step=48)
 
 
 def test_lr_size_mismatch_is_named(tmp_path):
     hr = write_hr(str(tmp_path / 'HR'))
     lr = tmp_path / 'LR' / 'X2'
-    prepare_data.make_bicubic_lr(hr, str(lr), 3)  # x3 images where x2 are expected
+    data.make_bicubic_lr(hr, str(lr), 3)  # x3 images where x2 are expected
     with pytest.raises(DataPreparationError, match=r'LR image .*img0.png is 43x56, but its HR image is 130x170'):
-        prepare_data.prepare(hr, str(tmp_path / 'LR' / 'X{scale}'), str(tmp_path), scales=(2, ), crop=48, step=48)
+        data.prepare(hr, str(tmp_path / 'LR' / 'X{scale}'), str(tmp_path), scales=(2, ), crop=48, step=48)
 
 
 def test_missing_lr_image_is_named(tmp_path):
     hr = write_hr(str(tmp_path / 'HR'))
     lr = tmp_path / 'LR' / 'X2'
-    prepare_data.make_bicubic_lr(hr, str(lr), 2)
+    data.make_bicubic_lr(hr, str(lr), 2)
     os.remove(lr / 'img1.png')
     with pytest.raises(DataPreparationError, match=r'no x2 LR image for .*img1.png'):
-        prepare_data.prepare(hr, str(tmp_path / 'LR' / 'X{scale}'), str(tmp_path), scales=(2, ), crop=48, step=48)
+        data.prepare(hr, str(tmp_path / 'LR' / 'X{scale}'), str(tmp_path), scales=(2, ), crop=48, step=48)
 
 
 def test_crop_not_multiple_of_alignment_is_rejected(tmp_path):
     hr = write_hr(str(tmp_path / 'HR'))
     with pytest.raises(DataPreparationError, match='crop=50 must be a positive multiple of align=12'):
-        prepare_data.prepare(hr, str(tmp_path / 'LR' / 'X{scale}'), str(tmp_path), scales=(2, ), crop=50, step=48)
+        data.prepare(hr, str(tmp_path / 'LR' / 'X{scale}'), str(tmp_path), scales=(2, ), crop=50, step=48)

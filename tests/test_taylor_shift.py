@@ -7,7 +7,7 @@ import torch
 
 import basicsr_taylor
 from basicsr_taylor import TaylorShiftAttention, taylor_shift_attention
-from basicsr_taylor import taylor_shift as ts
+from basicsr_taylor.ops.taylor_shift import crossover_tokens, features, interface, naive
 
 
 def make_qkv(shape, dtype=torch.float64, seed=0, scale=1.0):
@@ -115,11 +115,11 @@ def test_regions_isolate_exactly_where_a_minus_100_bias_would_not():
 
 def test_auto_switches_at_the_flop_crossover(monkeypatch):
     calls = []
-    real_direct, real_efficient = ts._direct, ts._efficient
-    monkeypatch.setattr(ts, '_direct', lambda *a: calls.append('direct') or real_direct(*a))
-    monkeypatch.setattr(ts, '_efficient', lambda *a: calls.append('efficient') or real_efficient(*a))
+    real_direct, real_efficient = naive.direct, interface.efficient
+    monkeypatch.setattr(naive, 'direct', lambda *a: calls.append('direct') or real_direct(*a))
+    monkeypatch.setattr(interface, 'efficient', lambda *a: calls.append('efficient') or real_efficient(*a))
     d = 4
-    n0 = ts.crossover_tokens(d)
+    n0 = crossover_tokens(d)
     assert n0 == d * d + d + 1 == 21
     for n, expected in [(n0 - 1, 'direct'), (n0, 'efficient'), (n0 + 40, 'efficient'), (3, 'direct')]:
         q, k, v = (t.detach() for t in make_qkv((1, 1, n, d)))
@@ -131,8 +131,8 @@ def test_auto_switches_at_the_flop_crossover(monkeypatch):
 
 def test_taylor_features_reproduce_the_polynomial():
     x, y = torch.randn(2, 7, 11, dtype=torch.float64).unbind(0)
-    phi_x, phi_y = ts.taylor_features(x), ts.taylor_features(y)
-    assert phi_x.shape[-1] == ts.taylor_feature_dim(11) == 1 + 11 + 66
+    phi_x, phi_y = features.taylor_features(x), features.taylor_features(y)
+    assert phi_x.shape[-1] == features.taylor_feature_dim(11) == 1 + 11 + 66
     s = (x * y).sum(-1)
     torch.testing.assert_close((phi_x * phi_y).sum(-1), 1 + s + s * s / 2, rtol=0, atol=1e-12)
 
@@ -204,3 +204,13 @@ def test_module_shapes_parameters_and_registry():
 def test_package_exports():
     assert basicsr_taylor.taylor_shift_attention is taylor_shift_attention
     assert basicsr_taylor.TaylorShiftAttention is TaylorShiftAttention
+
+
+@pytest.mark.parametrize('form', ['direct', 'efficient'])
+def test_zero_tokens_give_an_empty_output_as_sdpa(form):
+    q = torch.randn(2, 3, 0, 8, requires_grad=True)
+    v = torch.randn(2, 3, 0, 5)
+    out = taylor_shift_attention(q, q, v, torch.ones(3, 1, 1), regions=torch.zeros(2, 1, 0, dtype=torch.long),
+                                 form=form)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, q, v)
+    assert out.shape == expected.shape == (2, 3, 0, 5) and out.dtype == v.dtype

@@ -11,7 +11,11 @@ import sys
 import pytest
 import torch
 
-from basicsr_taylor import taylor_shift as ts
+from basicsr_taylor import taylor_shift_attention
+from basicsr_taylor.archs.shifted_windows import shifted_region_ids
+from basicsr_taylor.ops.taylor_shift import efficient
+from basicsr_taylor.ops.taylor_shift.features import MonomialFeatures
+from basicsr_taylor.ops.taylor_shift.regions import RegionLayout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,16 +23,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of at most 24 (row, token) pairs and chunks from 4 tokens: many blocks even for tiny inputs."""
-    monkeypatch.setattr(ts, '_BLOCK_TOKENS', 24)
-    monkeypatch.setattr(ts, '_BLOCK_TOKENS_INFERENCE', 24)
-    monkeypatch.setattr(ts, '_MIN_CHUNK', 4)
+    monkeypatch.setattr(efficient, 'BLOCK_TOKENS', 24)
+    monkeypatch.setattr(efficient, 'BLOCK_TOKENS_INFERENCE', 24)
+    monkeypatch.setattr(efficient, 'MIN_CHUNK', 4)
 
 
 def shifted_window_ids(height, width, shift):
     """Region ids of one window of a map rolled by -shift (as SwinIR's mask): 4 rectangles."""
-    rows = (torch.arange(height) >= height - shift).long()
-    cols = (torch.arange(width) >= width - shift).long()
-    return (2 * rows[:, None] + cols[None, :]).flatten()
+    return shifted_region_ids(height, width, shift).flatten()
 
 
 def region_cases(batch, n, gen):
@@ -50,7 +52,7 @@ def region_cases(batch, n, gen):
 def forms_agree(q, k, v, temperature, regions, weight, atol=1e-10, form='efficient'):
     results = []
     for name in ('direct', form):
-        out = ts.taylor_shift_attention(q, k, v, temperature, regions, form=name)
+        out = taylor_shift_attention(q, k, v, temperature, regions, form=name)
         inputs = [t for t in (q, k, v, temperature) if t is not None and t.requires_grad]
         grads = torch.autograd.grad((out * weight).sum(), inputs)
         results.append((out, grads))
@@ -95,7 +97,7 @@ def test_efficient_form_on_strided_inputs_and_without_some_gradients(small_block
     v = v.detach()
     regions = shifted_window_ids(4, 6, 2).view(1, 1, n).expand(b, 1, n)
     weight = torch.randn(b, heads, n, d, generator=gen, dtype=torch.float64)
-    outs = [ts.taylor_shift_attention(q, k, v, regions=regions, form=form) for form in ('direct', 'efficient')]
+    outs = [taylor_shift_attention(q, k, v, regions=regions, form=form) for form in ('direct', 'efficient')]
     grads = [torch.autograd.grad((out * weight).sum(), qkv)[0] for out in outs]
     torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-10)
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-10)
@@ -106,15 +108,15 @@ def test_efficient_form_under_no_grad_and_in_float32(small_blocks):
     q, k, v = (torch.randn(2, 2, 50, 8, generator=gen) for _ in range(3))
     regions = torch.randint(0, 4, (2, 1, 50), generator=gen)
     with torch.no_grad():
-        out_e = ts.taylor_shift_attention(q, k, v, regions=regions, form='efficient')
-    out_d = ts.taylor_shift_attention(q, k, v, regions=regions, form='direct')
+        out_e = taylor_shift_attention(q, k, v, regions=regions, form='efficient')
+    out_d = taylor_shift_attention(q, k, v, regions=regions, form='direct')
     torch.testing.assert_close(out_e, out_d, rtol=0, atol=1e-5)
 
 
 def test_region_layout_gives_every_token_a_slot_in_a_single_region_chunk():
     gen = torch.Generator().manual_seed(4)
     regions = torch.randint(0, 5, (3, 1, 45), generator=gen) * 3
-    layout = ts.RegionLayout(regions, (3, 2, 45), lambda granule: 4)
+    layout = RegionLayout(regions, (3, 2, 45), lambda granule: 4)
     assert layout.chunk == 4 and layout.length % 4 == 0
     slot = layout.slot.reshape(3, 45)
     for row in range(3):
@@ -133,17 +135,18 @@ def test_region_layout_gives_every_token_a_slot_in_a_single_region_chunk():
 
 
 def test_chunk_size_divides_equal_regions_when_it_can():
-    assert ts.choose_chunk(2304, 6, granule=576, block_tokens=1024) == 192  # 48² window shifted by 24: 576 tokens
-    assert 576 % ts.choose_chunk(2304, 6, granule=576) == 0
-    assert ts.choose_chunk(2304, 6, granule=7) == ts.choose_chunk(2304, 6)  # no divisor near the target
-    assert ts.choose_chunk(50, 1) == 50  # never more than N
-    assert ts.choose_chunk(2304, 6, granule=2304, block_tokens=4096) == 768  # 3 equal chunks, not 682 + a tail
+    # a 48² window shifted by 24: regions of 576 tokens
+    assert efficient.choose_chunk(2304, 6, granule=576, block_tokens=1024) == 192
+    assert 576 % efficient.choose_chunk(2304, 6, granule=576) == 0
+    assert efficient.choose_chunk(2304, 6, granule=7) == efficient.choose_chunk(2304, 6)  # no divisor near the target
+    assert efficient.choose_chunk(50, 1) == 50  # never more than N
+    assert efficient.choose_chunk(2304, 6, granule=2304, block_tokens=4096) == 768  # 3 equal chunks, not 682 + a tail
 
 
 @pytest.mark.parametrize('d', [1, 2, 7, 30])
 def test_monomial_features_reproduce_the_polynomial_and_their_gradient(d):
     gen = torch.Generator().manual_seed(d)
-    psi = ts.MonomialFeatures(d, torch.device('cpu'))
+    psi = MonomialFeatures(d, torch.device('cpu'))
     x, y = (torch.randn(3, d, 11, generator=gen, dtype=torch.float64) for _ in range(2))  # tokens last
     fx = psi(x, x.new_empty(3, psi.width, 11))
     fy = psi(y, y.new_empty(3, psi.width, 11))
@@ -158,7 +161,7 @@ def test_monomial_features_reproduce_the_polynomial_and_their_gradient(d):
     features = torch.cat([torch.ones_like(x_var[:, :1]), x_var, x_var[:, first] * x_var[:, second]], dim=1)
     torch.testing.assert_close(features, fx, rtol=0, atol=0)
     (expected, ) = torch.autograd.grad(features, x_var, stats @ g)
-    inputs = ts._vjp_inputs(g, x, x.new_empty(3, 5 * (1 + d), 11))
+    inputs = efficient._vjp_inputs(g, x, x.new_empty(3, 5 * (1 + d), 11))
     torch.testing.assert_close(psi.vjp_weights(stats).transpose(-2, -1) @ inputs, expected, rtol=0, atol=1e-11)
 
 
@@ -175,32 +178,47 @@ def cpu_peak_bytes(fn):
     return peak
 
 
-def test_efficient_form_memory_stays_linear_in_tokens():
-    """Forward + backward at N = 1024 allocate a few times the inputs, never anything like N² or N·d²."""
+@pytest.mark.parametrize('num_tokens', [1024, 2304])
+def test_efficient_form_memory_stays_linear_in_tokens(num_tokens):
+    """Forward + backward at N = 1024 and 2304 (a 32² and a 48² window) allocate a few times the inputs, never
+    anything like N² or N·d²: the peak grows like N, the direct form's like N²."""
+    peaks = {}
+    for n in (num_tokens // 2, num_tokens):
+        peaks[n] = efficient_and_direct_peaks(n)
+    (plain_half, regions_half, direct_half), (plain, regions, direct) = peaks[num_tokens // 2], peaks[num_tokens]
+    assert plain < 2.5 * plain_half and regions < 2.5 * regions_half  # linear: 2x the tokens, about 2x the memory
+    assert direct > 3.5 * direct_half  # quadratic
+
+
+def efficient_and_direct_peaks(n):
     gen = torch.Generator().manual_seed(5)
-    q, k, v = (torch.randn(2, 2, 1024, 16, generator=gen).requires_grad_() for _ in range(3))
-    grad = torch.randn(2, 2, 1024, 16, generator=gen)
-    regions = shifted_window_ids(32, 32, 16).view(1, 1, 1024).expand(2, 1, 1024)
+    q, k, v = (torch.randn(2, 2, n, 16, generator=gen).requires_grad_() for _ in range(3))
+    grad = torch.randn(2, 2, n, 16, generator=gen)
+    height = 32 if n % 32 == 0 else 24  # a window of n tokens, shifted by half its height
+    regions = shifted_window_ids(height, n // height, height // 2).view(1, 1, n).expand(2, 1, n)
 
     def step(form, reg):
         for t in (q, k, v):
             t.grad = None
-        ts.taylor_shift_attention(q, k, v, regions=reg, form=form).backward(grad)
+        taylor_shift_attention(q, k, v, regions=reg, form=form).backward(grad)
 
     one = q.numel() * 4  # bytes of one (B, H, N, d) float32 tensor
-    width = ts.MonomialFeatures(16, q.device).width
-    block = ts._BLOCK_TOKENS * (width + 17 * 17 + 2 * 17) * 4  # one block's ψ, [g; g⊠x], g and v' buffers
-    square = 2 * 2 * 1024 * 1024 * 4  # one N×N float32 matrix per window and head
+    width = MonomialFeatures(16, q.device).width
+    block = efficient.BLOCK_TOKENS * (width + 17 * 17 + 2 * 17) * 4  # one block's ψ, [g; g⊠x], g and v' buffers
+    square = 2 * 2 * n * n * 4  # one N×N float32 matrix per window and head
     plain = cpu_peak_bytes(lambda: step('efficient', None))
     assert plain < 4 * one + 2 * block < square / 2  # out + 3 grads + one block's temporaries
     # regions add the region-sorted copies of q, k, v and the output, and their gradients
-    assert cpu_peak_bytes(lambda: step('efficient', regions)) < 12 * one + 2 * block
-    assert cpu_peak_bytes(lambda: step('direct', None)) > square
+    with_regions = cpu_peak_bytes(lambda: step('efficient', regions))
+    assert with_regions < 12 * one + 2 * block
+    direct = cpu_peak_bytes(lambda: step('direct', None))
+    assert direct > square
+    return plain, with_regions, direct
 
 
 TRITON_CHECK = r'''
 import json, sys, torch
-from basicsr_taylor import taylor_shift as ts
+from basicsr_taylor import taylor_shift_attention
 gen = torch.Generator().manual_seed(0)
 errors = {}
 for name, shape, regions in [
@@ -216,7 +234,7 @@ for name, shape, regions in [
     tau = (torch.rand(shape[-3] if len(shape) > 2 else 1, 1, 1, generator=gen) + 0.5).requires_grad_()
     res = []
     for form in ('direct', 'triton'):
-        out = ts.taylor_shift_attention(q, k, v, tau, regions, form=form)
+        out = taylor_shift_attention(q, k, v, tau, regions, form=form)
         grads = torch.autograd.grad((out * out.detach()).sum(), (q, k, v, tau))
         res.append([out] + list(grads))
     errors[name] = max(float((a - b).abs().max()) for a, b in zip(*res))
@@ -242,7 +260,7 @@ def test_triton_form_without_cuda_or_interpreter_raises_a_clear_error(monkeypatc
     if torch.cuda.is_available():
         pytest.skip('CUDA present')
     with pytest.raises(RuntimeError, match='TRITON_INTERPRET'):
-        ts.taylor_shift_attention(q, q, q, form='triton')
+        taylor_shift_attention(q, q, q, form='triton')
 
 
 def load_benchmark():

@@ -2,13 +2,16 @@
 import subprocess
 import sys
 
+import warnings
+
 import pytest
 import torch
 
 from basicsr_taylor import TaylorSwinIR  # isort: skip  (before basicsr: applies the compat fixes)
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
-from basicsr_taylor.archs.taylor_swinir_arch import TaylorSwinTransformerBlock, shifted_window_regions
+from basicsr_taylor.archs.shifted_windows import shifted_window_regions
+from basicsr_taylor.archs.taylor_swinir_arch import TaylorSwinTransformerBlock
 
 TINY = dict(window_size=8, embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2, drop_path_rate=0.)
 
@@ -163,6 +166,15 @@ def test_direct_and_efficient_forms_give_the_same_network_output():
 def test_invalid_arguments_raise_value_errors_naming_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         tiny(**kwargs)
+
+
+def test_unknown_arguments_build_with_a_warning_that_names_them():
+    with pytest.warns(UserWarning, match='unknown arguments: foo, windows_size'):
+        net = tiny(windows_size=24, foo=1)  # misspelled: the default window stays
+    assert net.window_size == tiny().window_size
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # SwinIR's own keys give no warning
+        tiny(img_size=64, qk_scale=None, patch_norm=True, drop_rate=0., use_checkpoint=False)
 
 
 def test_importing_twice_in_a_fresh_process_does_not_crash():

@@ -5,6 +5,7 @@ import glob
 import os
 import os.path as osp
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +19,12 @@ import torch
 import basicsr_taylor  # noqa: F401
 from basicsr.metrics import calculate_psnr
 from basicsr.models.lr_scheduler import MultiStepRestartLR
-from basicsr_taylor import compat, option_checks, prepare_data
-from basicsr_taylor.option_checks import OptionError
-from basicsr_taylor import quickstart
-from basicsr_taylor.quickstart import quickstart_options, sample_photo, write_options
+from basicsr_taylor import data, quickstart
+from basicsr_taylor.data import sample_photo
+from basicsr_taylor.quickstart import quickstart_options, write_options
+from basicsr_taylor.utils import compat
+from basicsr_taylor.utils import options as option_checks
+from basicsr_taylor.utils.options import OptionError
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_NET = dict(type='TaylorSwinIR', upscale=2, in_chans=3, window_size=8, embed_dim=12, depths=[2], num_heads=[2],
@@ -44,7 +47,7 @@ def workdir(tmp_path_factory):
     subprocess.run([sys.executable, osp.join(REPO, 'scripts', 'prepare_div2k.py'), '--hr', str(train_hr),
                     '--scales', '2', '--crop', '48', '--step', '24', '--workers', '1'],
                    cwd=root, env=ENV, check=True, capture_output=True)
-    prepare_data.make_bicubic_lr(str(val_hr), str(root / 'data' / 'val_LR' / 'X2'), 2)
+    data.make_bicubic_lr(str(val_hr), str(root / 'data' / 'val_LR' / 'X2'), 2)
     return root
 
 
@@ -233,6 +236,18 @@ def test_good_tiny_options_pass_the_checks(workdir):
 def test_bad_options_name_the_problem(workdir, change, message):
     with pytest.raises(OptionError, match=message):
         checked_options(workdir, **change)
+
+
+def test_image_folders_with_upper_case_extensions_pass_the_checks(workdir, tmp_path):
+    """BasicSR's loader and basicsr-taylor-infer read .PNG files: the option check must see them too."""
+    for which in ('gt', 'lq'):
+        folder = tmp_path / which
+        source = workdir / 'data' / ('val_HR' if which == 'gt' else 'val_LR/X2')
+        os.makedirs(folder)
+        for name in os.listdir(source):
+            shutil.copy(source / name, folder / name.replace('.png', '.PNG'))
+    checked_options(workdir, **{'datasets:val:dataroot_gt': str(tmp_path / 'gt'),
+                                'datasets:val:dataroot_lq': str(tmp_path / 'lq')})
 
 
 def test_bad_option_file_stops_the_training_command(workdir):

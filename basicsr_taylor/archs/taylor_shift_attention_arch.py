@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from ..registry import register_arch
-from ..taylor_shift import FORMS, taylor_shift_attention
+from ..ops.taylor_shift import FORMS, taylor_shift_attention
+from ..utils.registry import register_arch
 
 
 @register_arch
@@ -16,7 +16,7 @@ class TaylorShiftAttention(nn.Module):
         num_heads (int): number of heads; C must be divisible by it.
         qkv_bias (bool): bias in the q/k/v projection.
         proj_drop (float): dropout after the output projection.
-        form (str): "auto", "direct" or "efficient" (see the functional form).
+        form (str): "auto", "direct", "efficient" or "triton" (see the functional form).
         output_norm (bool): scale the attention output by sqrt(N/d).
     """
 

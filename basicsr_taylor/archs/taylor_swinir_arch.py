@@ -12,7 +12,7 @@ Differences from BasicSR's ``SwinIR`` (same constructor arguments, so an option 
 - nothing depends on img_size: no masks or index tables in the state dict.
 """
 import math
-from functools import lru_cache
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -21,61 +21,13 @@ from basicsr.archs.swinir_arch import (DropPath, Mlp, PatchEmbed, PatchUnEmbed, 
 from torch import nn
 from torch.utils import checkpoint
 
-from ..registry import register_arch
-from ..taylor_shift import FORMS, is_tracing
+from ..ops.taylor_shift import FORMS
+from ..utils.registry import register_arch
+from .shifted_windows import pad_to_multiple, shifted_window_regions, window_reverse
 from .taylor_shift_attention_arch import TaylorShiftAttention
 
 UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
 POS_ENCODINGS = ('conv', 'none')
-
-
-def shifted_window_regions(height, width, window_size, shift_size, device):
-    """Region ids (num_windows, window_size²) of a feature map rolled by -shift_size, with values in 0..3.
-
-    Rows from the bottom shift_size rows of the rolled map wrapped around from the top, and likewise for
-    columns; a window mixes at most two row groups and two column groups, so 4 ids suffice.
-    Cached per size, except while torch.export or torch.compile traces the network (symbolic sizes, fake tensors).
-    """
-    if is_tracing():
-        return _shifted_window_regions(height, width, window_size, shift_size, device)
-    return _cached_shifted_window_regions(height, width, window_size, shift_size, device)
-
-
-def _shifted_window_regions(height, width, window_size, shift_size, device):
-    rows = (torch.arange(height, device=device) >= height - shift_size).long()
-    cols = (torch.arange(width, device=device) >= width - shift_size).long()
-    ids = (2 * rows[:, None] + cols[None, :])[None, :, :, None]  # (1, H, W, 1)
-    return window_partition(ids, window_size).reshape(-1, window_size * window_size)
-
-
-_cached_shifted_window_regions = lru_cache(maxsize=32)(_shifted_window_regions)
-
-
-def window_reverse(windows, window_size, height, width):
-    """(B, num_windows, window_size², C) -> (B, H, W, C), the inverse of ``window_partition``.
-
-    BasicSR's version recovers B as int(float), which graph export (ONNX) freezes to the example's batch size.
-    """
-    b, c = windows.shape[0], windows.shape[-1]
-    x = windows.view(b, height // window_size, width // window_size, window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, height, width, c)
-
-
-def pad_to_multiple(x, multiple):
-    """Reflect-pad the bottom and right of (B, C, H, W) to multiples of ``multiple``.
-
-    Padding wider than the image keeps reflecting (period 2(n-1)); a 1-pixel side is replicated. Index
-    arithmetic on tensors, so an exported (ONNX) graph pads correctly for every input size.
-    """
-    for dim in (-2, -1):
-        size = x.shape[dim]
-        pad = (-size) % multiple
-        period = max(2 * size - 2, 1)
-        pos = torch.arange(size, size + pad, device=x.device)
-        pos = pos.remainder(torch.full_like(pos, period))  # position in the reflection period
-        index = torch.where(pos < size, pos, period - pos)  # i -> i, then mirrored back: period - i
-        x = torch.cat([x, x.index_select(dim, index)], dim=dim)
-    return x
 
 
 class TaylorSwinTransformerBlock(nn.Module):
@@ -216,10 +168,11 @@ class TaylorSwinIR(nn.Module):
 
     Args:
         window_size (int): window side in pixels (tokens); default 48 (2304 tokens per window).
-        attn_form (str): TaylorShift form, "auto" | "direct" | "efficient".
+        attn_form (str): TaylorShift form, "auto" | "direct" | "efficient" | "triton".
         output_norm (bool): TaylorShift output normalisation by sqrt(N/d).
         pos_encoding (str): "conv" (depth-wise 3×3 conv before each block) or "none".
         img_size: accepted for option-file compatibility; the network works at any input size.
+        **kwargs: other keys are accepted, as BasicSR's SwinIR does, with a warning that names them.
     """
 
     def __init__(self, img_size=64, patch_size=1, in_chans=3, embed_dim=96, depths=(6, 6, 6, 6),
@@ -228,6 +181,9 @@ class TaylorSwinIR(nn.Module):
                  use_checkpoint=False, upscale=2, img_range=1., upsampler='', resi_connection='1conv',
                  attn_form='auto', output_norm=True, pos_encoding='conv', **kwargs):
         super().__init__()
+        if kwargs:  # accepted like BasicSR's SwinIR (option files with extra keys still build), but never silently
+            warnings.warn(f'TaylorSwinIR ignores unknown arguments: {", ".join(sorted(kwargs))} (misspelled option '
+                          'keys?)', stacklevel=2)
         depths, num_heads = list(depths), list(num_heads)
         _validate(upscale, in_chans, window_size, depths, num_heads, embed_dim, patch_size, ape, attn_drop_rate,
                   upsampler, resi_connection, attn_form, pos_encoding)

@@ -17,6 +17,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from .files import atomic_path
+
 _installed = False
 
 
@@ -55,7 +57,7 @@ def install():
     _installed = True
 
 
-# --- Training-time fixes (train.py / test.py apply them; GPU runs keep BasicSR's code paths) -------------------
+# --- Training-time fixes (options.run_basicsr_pipeline applies them; GPU runs keep BasicSR's code paths) ----
 
 def accept_dashed_local_rank(argv):
     """``python -m torch.distributed.launch`` passes ``--local-rank=N`` (torch >= 2.0); BasicSR's parser only
@@ -140,7 +142,7 @@ def load_resume_state(opt):
 class _TorchWithAtomicSave:
     """Stands in for ``torch`` inside basicsr.models.base_model, whose save_network and save_training_state
     write checkpoints in place: a run killed mid-write left a truncated file. Same module, except that
-    ``save(obj, path)`` writes ``path.partial`` and renames it when complete."""
+    ``save(obj, path)`` writes a temporary file and renames it over ``path`` when complete (``files.atomic_path``)."""
 
     def __getattr__(self, name):
         return getattr(torch, name)
@@ -149,9 +151,8 @@ class _TorchWithAtomicSave:
     def save(obj, f, *args, **kwargs):
         if not isinstance(f, (str, os.PathLike)):
             return torch.save(obj, f, *args, **kwargs)
-        partial = f'{os.fspath(f)}.partial'
-        torch.save(obj, partial, *args, **kwargs)
-        os.replace(partial, f)  # atomic on POSIX and Windows
+        with atomic_path(os.fspath(f)) as temp_path:
+            torch.save(obj, temp_path, *args, **kwargs)
         return None
 
 

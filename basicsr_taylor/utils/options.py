@@ -1,11 +1,17 @@
-"""Check a parsed BasicSR option dict before training or testing, so that a wrong option file fails at once
-with a message naming the option key and the file or size at fault (BasicSR itself fails later, often with a
-bare KeyError or assertion)."""
+"""Option files: checked before BasicSR uses them, and BasicSR's own train/test pipelines run with them.
+
+A wrong option file fails at once with a message naming the option key and the file or size at fault (BasicSR
+itself fails later, often with a bare KeyError or assertion).
+"""
+import importlib
+import os
 import os.path as osp
+import sys
 
 from PIL import Image
 
-from .image_io import IMAGE_EXTENSIONS
+from . import compat
+from .image_io import list_images
 
 
 class OptionError(ValueError):
@@ -32,8 +38,7 @@ def _first_image_size(root, io_backend, key):
         return int(height), int(width)
     if not osp.isdir(root):
         raise OptionError(f'{key}: folder not found: {root}')
-    from basicsr.utils import scandir
-    files = sorted(scandir(root, suffix=IMAGE_EXTENSIONS, full_path=True))
+    files = list_images(root)
     if not files:
         raise OptionError(f'{key}: no images in {root}')
     with Image.open(files[0]) as im:
@@ -109,3 +114,17 @@ def checked(parse_options):
 
     parse_and_check.__wrapped__ = parse_options
     return parse_and_check
+
+
+def run_basicsr_pipeline(kind, argv=None):
+    """``basicsr.<kind>.<kind>_pipeline`` with root_path = the current directory, so experiments/, tb_logger/ and
+    results/ go where the command runs (and where --auto_resume looks). ``argv`` defaults to sys.argv[1:]."""
+    compat.install_training_fixes()
+    module = importlib.import_module(f'basicsr.{kind}')
+    if not hasattr(module.parse_options, '__wrapped__'):  # check the option file before BasicSR uses it
+        module.parse_options = checked(module.parse_options)
+    sys.argv = [sys.argv[0]] + compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
+    try:
+        getattr(module, f'{kind}_pipeline')(os.getcwd())
+    except OptionError as err:
+        raise SystemExit(f'basicsr-taylor-{kind}: error: {err}') from None

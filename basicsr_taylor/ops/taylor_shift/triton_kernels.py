@@ -10,7 +10,8 @@ Two kernels, each normalising q / k on the fly and never writing features to mem
 
 Regions use the same sorted, padded layout as the PyTorch efficient form (``RegionLayout``) with chunks of
 BLOCK_N tokens, so every token block has one region. Computes in float32 (tl.dot with IEEE precision).
-Runs on CUDA, and on CPU under TRITON_INTERPRET=1 (slow, for tests only).
+Runs on CUDA, and on CPU under TRITON_INTERPRET=1 (slow, for tests only). The backward pass is
+:class:`TaylorShiftEfficient`'s, with the block size it uses on the device (``efficient.tokens_per_block``).
 """
 import math
 import os
@@ -19,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .taylor_shift import _BLOCK_TOKENS, RegionLayout, TaylorShiftEfficient
+from .efficient import TaylorShiftEfficient, tokens_per_block
+from .regions import RegionLayout
 
 BLOCK_N = 32  # tokens per program / per loop step (tl.dot needs >= 16)
 
@@ -147,7 +149,8 @@ class TaylorShiftTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk):
         out, denominator = triton_forward(q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk)
-        rows_per_block = TaylorShiftEfficient.rows_per_block(q.shape, chunk, _BLOCK_TOKENS)
+        block_tokens = tokens_per_block(q.device, needs_grad=True)  # the efficient form's backward, its blocks
+        rows_per_block = TaylorShiftEfficient.rows_per_block(q.shape, chunk, block_tokens)
         ctx.save_for_backward(q, k, v, temperature, key_weight, chunk_region, out, denominator)
         ctx.config = (num_regions, scale, chunk, rows_per_block)
         return out

@@ -13,7 +13,6 @@ from os import path as osp
 import torch
 import yaml
 
-import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
 from basicsr.archs import build_network
 
 PARAM_KEYS = ('params_ema', 'params')  # preferred first: the EMA weights are the ones BasicSR evaluates

@@ -1,15 +1,16 @@
-"""Read and write images as they come: 8/16-bit, grayscale, alpha, EXIF orientation; atomic writes.
+"""Read, list and write images as they come: 8/16-bit, grayscale, alpha, EXIF orientation; atomic writes.
 
 OpenCV reads the pixels with IMREAD_UNCHANGED (keeps 16 bits and alpha) but then ignores the EXIF orientation
 tag, which OpenCV only applies in its 8-bit colour/gray modes. The tag is read with Pillow and applied here.
 """
 import os
-import tempfile
 from os import path as osp
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .files import atomic_path
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 EXIF_ORIENTATION = 0x0112
@@ -77,11 +78,15 @@ def from_unit_float(image, dtype):
     return (np.clip(image, 0, 1) * pixel_max).round().astype(dtype)
 
 
-def default_file_mode():
-    """The mode a plain open() would give a new file: 0666 minus the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def is_image_file(name):
+    """True for a file name with an image extension (any case: .PNG like .png), not hidden."""
+    return osp.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not osp.basename(name).startswith('.')
+
+
+def list_images(folder):
+    """Sorted paths of the image files directly in ``folder`` (extensions in any case; hidden files skipped)."""
+    return sorted(osp.join(folder, name) for name in os.listdir(folder) if is_image_file(name)
+                  and osp.isfile(osp.join(folder, name)))
 
 
 def write_image(image, image_path):
@@ -90,15 +95,6 @@ def write_image(image, image_path):
     ok, encoded = cv2.imencode(extension, image)
     if not ok:
         raise OSError(f'OpenCV cannot encode a {image.dtype} {image.shape} image as {extension} ({image_path})')
-    folder = osp.dirname(osp.abspath(image_path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(prefix='.' + osp.basename(image_path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
+    with atomic_path(image_path) as temp_path:
+        with open(temp_path, 'wb') as f:
             f.write(encoded.tobytes())
-        os.chmod(temp_path, default_file_mode())  # mkstemp makes it private (0600)
-        os.replace(temp_path, image_path)
-    except BaseException:
-        if osp.exists(temp_path):
-            os.remove(temp_path)
-        raise

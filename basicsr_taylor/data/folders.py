@@ -1,0 +1,84 @@
+"""Image folders for data preparation: listing, LMDB keys, sizes, folders built atomically, progress over jobs."""
+import os
+import os.path as osp
+import shutil
+from multiprocessing import Pool
+
+import cv2
+from PIL import Image
+from tqdm import tqdm
+
+from ..utils import image_io
+
+
+class DataPreparationError(ValueError):
+    """A problem with the input data (missing folder, unreadable image, size mismatch)."""
+
+
+def list_images(folder):
+    """Sorted image file paths in ``folder`` (not recursive; extensions in any case)."""
+    if not osp.isdir(folder):
+        raise DataPreparationError(f'image folder not found: {folder}')
+    files = image_io.list_images(folder)
+    if not files:
+        raise DataPreparationError(f'no images ({", ".join(image_io.IMAGE_EXTENSIONS)}) in {folder}')
+    return files
+
+
+def image_key(path, scale=None):
+    """LMDB key of an image: its file stem, without DIV2K's LR suffix ``x{scale}`` (0001x2.png -> 0001)."""
+    key = osp.splitext(osp.basename(path))[0]
+    if scale is not None and key.endswith(f'x{scale}'):
+        key = key[:-len(f'x{scale}')]
+    if '.' in key or not key.isascii() or ' ' in key:
+        raise DataPreparationError(f'image name {osp.basename(path)!r} cannot be an LMDB key '
+                                   '(BasicSR needs ASCII names without dots or spaces): rename it')
+    return key
+
+
+def read_image(path):
+    """cv2.imread (BGR, any depth), with a clear error for an unreadable file."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataPreparationError(f'cannot read image {path}')
+    return img
+
+
+def image_size(path):
+    """(height, width) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Exception as err:  # noqa: BLE001  (Pillow raises several types for bad files)
+        raise DataPreparationError(f'cannot read image {path}: {err}') from err
+    return height, width
+
+
+
+def build_dir_atomically(final_dir, build, overwrite=False):
+    """Build ``final_dir`` through ``build(tmp_dir)`` in a sibling temp folder, then rename it into place.
+    Skipped (returns False) when ``final_dir`` exists and not ``overwrite``."""
+    if osp.isdir(final_dir) and not overwrite:
+        return False
+    tmp_dir = final_dir.rstrip('/') + '.partial'
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    build(tmp_dir)
+    if osp.isdir(final_dir):
+        shutil.rmtree(final_dir)
+    os.replace(tmp_dir, final_dir)
+    return True
+
+
+def run_jobs(worker, jobs, workers, desc):
+    """Map ``worker`` over ``jobs`` with a progress bar, in ``workers`` processes (1: in this process)."""
+    with tqdm(total=len(jobs), unit='image', desc=desc) as pbar:
+        if workers <= 1:
+            for job in jobs:
+                worker(job)
+                pbar.update(1)
+        else:
+            with Pool(workers) as pool:
+                for _ in pool.imap_unordered(worker, jobs):
+                    pbar.update(1)
+

@@ -1,0 +1,1 @@
+"""Operators, one folder each: ``taylor_shift/`` (TaylorShift attention and its forms)."""

@@ -1,0 +1,70 @@
+"""Tokens sorted by region id into blocks that each hold one region: exact masks at no extra cost."""
+import math
+
+import torch
+
+
+class RegionLayout:
+    """Tokens of every row sorted by region id and each region padded to whole chunks.
+
+    Attributes: chunk (tokens per chunk), length (padded row length, a multiple of chunk), slot (..., N)
+    (position of every token in the padded row), source (..., length) (the token in every slot; 0 in the
+    padding), key_weight (..., length) (1 for tokens, 0 for padding), chunk_region (..., length / chunk)
+    (the region index 0..R-1 of each chunk), num_regions (R, the largest number of distinct ids in a row).
+    Leading dims are those of ``regions`` (broadcast against the batch).
+    """
+
+    def __init__(self, regions, token_shape, choose):
+        num_tokens = token_shape[-1]
+        regions = regions.reshape((1, ) * (len(token_shape) - regions.dim()) + tuple(regions.shape))
+        regions = regions.expand(regions.shape[:-1] + (num_tokens, ))
+        lead = regions.shape[:-1]
+        ids, order = torch.sort(regions.reshape(-1, num_tokens), dim=-1, stable=True)
+        new_region = torch.ones_like(ids, dtype=torch.bool)
+        new_region[:, 1:] = ids[:, 1:] != ids[:, :-1]
+        region = new_region.long().cumsum(-1) - 1  # region index of every sorted token, 0..R_row-1
+        self.num_regions = int(region.max()) + 1
+        sizes = torch.zeros(ids.shape[0], self.num_regions, dtype=torch.long, device=ids.device)
+        sizes.scatter_add_(1, region, torch.ones_like(region))  # tokens per region
+        granule = math.gcd(*sizes[sizes > 0].unique().tolist())
+        self.chunk = chunk = choose(granule)
+        padded = (sizes + chunk - 1) // chunk * chunk  # each region padded to whole chunks
+        start = padded.cumsum(-1) - padded  # first slot of each region in the padded row
+        first = sizes.cumsum(-1) - sizes  # first sorted position of each region
+        position = torch.arange(num_tokens, device=ids.device) - first.gather(1, region)  # rank inside region
+        self.length = length = int(padded.sum(-1).max())
+        slot = torch.empty_like(order).scatter_(1, order, start.gather(1, region) + position)
+        chunk_start = torch.arange(0, length, chunk, device=ids.device).expand(ids.shape[0], -1)
+        chunk_region = torch.searchsorted(start + padded, chunk_start.contiguous(), right=True)
+        regions_in_row = region[:, -1:] + 1
+        chunk_region[chunk_region >= regions_in_row] = 0  # padding after a row's end: any non-empty region
+        self.chunk_region = chunk_region.reshape(lead + (-1, ))
+        key_weight = torch.zeros(ids.shape[0], length, device=ids.device)
+        self.key_weight = key_weight.scatter_(1, slot, 1.0).reshape(lead + (length, ))
+        source = torch.zeros(ids.shape[0], length, dtype=torch.long, device=ids.device)
+        source.scatter_(1, slot, torch.arange(num_tokens, device=ids.device).expand(ids.shape[0], -1))
+        self.source = source.reshape(lead + (length, ))
+        self.slot = slot.reshape(lead + (num_tokens, ))
+        self.shared_inside_rows = all(size == 1 for size in lead[1:])  # one layout per index of dim 0
+
+    def _take(self, t, index):
+        """Rows t[..., index[..., i], :] for every i: (..., n, f) -> (..., len(index), f)."""
+        batch, width = t.shape[:-2], t.shape[-1]
+        if self.shared_inside_rows and len(batch) >= 1:
+            # one index per dim-0 entry: a single index_select over (dim 0 × tokens) rows, the fastest copy
+            index = index.reshape(index.shape[0], -1).expand(batch[0], -1)
+            offsets = torch.arange(batch[0], device=t.device)[:, None] * t.shape[-2]
+            rows = t.movedim(-2, 1).reshape((batch[0] * t.shape[-2], ) + batch[1:] + (width, ))
+            taken = rows.index_select(0, (index + offsets).flatten())
+            return taken.view((batch[0], index.shape[-1]) + batch[1:] + (width, )).movedim(1, -2)
+        index = index.expand(batch + index.shape[-1:])
+        return t.gather(-2, index[..., None].expand(index.shape + (width, )))
+
+    def to_blocks(self, t):
+        """(..., N, f) -> (..., length, f); padding slots repeat token 0 (their key weight is 0)."""
+        return self._take(t, self.source)
+
+    def from_blocks(self, t):
+        """(..., length, f) -> (..., N, f)."""
+        return self._take(t, self.slot)
+

@@ -1,0 +1,200 @@
+"""The suites: the attention op, whole networks, and scaling with window and image size."""
+import sys
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from basicsr_taylor import TaylorSwinIR, taylor_shift_attention
+from basicsr_taylor.ops.taylor_shift import crossover_tokens
+
+from .measure import is_oom, measure
+
+
+def relative_position_index(window):
+    """SwinIR's index into the (2w-1)² bias table for every pair of tokens of a w×w window: (N, N)."""
+    ys, xs = torch.meshgrid(torch.arange(window), torch.arange(window), indexing='ij')
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = ys[:, None] - ys[None, :] + window - 1  # row offset, shifted to start at 0
+    dx = xs[:, None] - xs[None, :] + window - 1
+    return dy * (2 * window - 1) + dx
+
+
+def softmax_explicit(q, k, v, bias_table, index):
+    """SwinIR's window attention core: softmax(q kᵀ/√d + B) v with B gathered from the bias table."""
+    n, heads = index.shape[0], q.shape[1]
+    attn = (q * q.shape[-1]**-0.5) @ k.transpose(-2, -1)
+    bias = bias_table[index.reshape(-1)].view(n, n, heads).permute(2, 0, 1)  # B_ij per head
+    attn = (attn + bias.unsqueeze(0)).softmax(dim=-1)
+    return attn @ v
+
+
+def op_methods(device):
+    methods = {
+        'softmax_explicit': lambda q, k, v, extra: softmax_explicit(q, k, v, extra[0], extra[1]),
+        'sdpa': lambda q, k, v, extra: F.scaled_dot_product_attention(q, k, v),
+        'taylor_direct': lambda q, k, v, extra: taylor_shift_attention(q, k, v, extra[2], form='direct'),
+        'taylor_efficient': lambda q, k, v, extra: taylor_shift_attention(q, k, v, extra[2], form='efficient'),
+    }
+    if device.type == 'cuda':
+        methods['taylor_triton'] = lambda q, k, v, extra: taylor_shift_attention(q, k, v, extra[2], form='triton')
+    return methods
+
+
+def run_op_suite(args, device, records):
+    if args.quick:
+        sides, dims, heads, tokens_total = [4, 8], [8], 2, 128
+    else:
+        sides, dims, heads, tokens_total = [8, 16, 24, 32, 48, 64], [30, 16, 32], 6, 9216  # a 96² LR image
+    methods = op_methods(device)
+    configs = [(d, side, mode, name) for d in dims for side in sides for mode in ('forward', 'forward+backward')
+               for name in methods]
+    for d, side, mode, name in tqdm(configs, desc='op', file=sys.stdout):
+        n = side * side
+        batch = max(1, tokens_total // n)  # windows of one 96² image (two 64² windows at N = 4096)
+        gen = torch.Generator(device='cpu').manual_seed(0)
+        q, k, v = (torch.randn(batch, heads, n, d, generator=gen).to(device) for _ in range(3))
+        bias_table = (torch.randn((2 * side - 1)**2, heads, generator=gen) * 0.02).to(device)
+        temperature = torch.ones(heads, 1, 1, device=device)
+        grad = torch.randn(batch, heads, n, d, generator=gen).to(device)
+        backward = mode == 'forward+backward'
+        leaves = [q, k, v, bias_table, temperature]
+        for t in leaves:
+            t.requires_grad_(backward)
+        extra = (bias_table, relative_position_index(side).to(device), temperature)
+        fn = methods[name]
+
+        def reset():
+            for t in leaves:
+                t.grad = None
+
+        def step():
+            if backward:
+                fn(q, k, v, extra).backward(grad)
+            else:
+                with torch.no_grad():
+                    fn(q, k, v, extra)
+
+        seconds, peak, status = measure(step, device, args.repeats, args.warmup, reset=reset)
+        records.append(dict(suite='op', case=f'N={n} d={d}', method=name, mode=mode, tokens=n, head_dim=d,
+                            batch=f'{batch}x{heads}', time_s=seconds, peak_mb=peak, status=status))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Whole models
+# ----------------------------------------------------------------------------------------------------------
+
+
+def model_config(quick):
+    if quick:
+        return dict(embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2, upscale=2, upsampler='pixelshuffle',
+                    resi_connection='1conv', in_chans=3, img_range=1.)
+    return dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, mlp_ratio=2, upscale=2, upsampler='pixelshuffle',
+                resi_connection='1conv', in_chans=3, img_range=1.)
+
+
+def padded(size, window):
+    return -(-size // window) * window
+
+
+def build_model(kind, window, lr_size, config):
+    """('swinir' | 'taylor', window) -> (model, note). SwinIR's masks are built for the padded LR size."""
+    if kind == 'taylor':
+        return TaylorSwinIR(window_size=window, **config), ''
+    from basicsr.archs.swinir_arch import SwinIR
+    img_size = padded(lr_size, window)
+    note = ''
+    if img_size <= window:
+        note = f'BasicSR SwinIR: img_size {img_size} <= window {window}: window = img_size, no shift'
+    return SwinIR(img_size=img_size, window_size=window, **config), note
+
+
+def run_model(kind, window, lr_size, config, device, batch=1, train=False):
+    """A closure running one inference (or one training step) of the model on a padded LR batch."""
+    model, note = build_model(kind, window, lr_size, config)
+    model = model.to(device).train(train)
+    gen = torch.Generator(device='cpu').manual_seed(0)
+    size = lr_size if kind == 'taylor' else padded(lr_size, window)  # SwinIRModel.test pads; TaylorSwinIR pads itself
+    x = torch.rand(batch, 3, size, size, generator=gen).to(device)
+    target = torch.rand(batch, 3, 2 * size, 2 * size, generator=gen).to(device)
+    if not train:
+        def step():
+            with torch.no_grad():
+                model(x)
+        return step, None, note
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.9, 0.99))
+
+    def reset():
+        optimizer.zero_grad(set_to_none=True)
+
+    def step():
+        F.l1_loss(model(x), target).backward()
+        optimizer.step()
+    return step, reset, note
+
+
+MODELS = [('swinir', 8, 'SwinIR-w8'), ('swinir', 48, 'SwinIR-w48'), ('taylor', 48, 'TaylorSwinIR-w48')]
+
+
+def run_model_suite(args, device, records):
+    config = model_config(args.quick)
+    models = [('swinir', 4, 'SwinIR-w4'), ('swinir', 8, 'SwinIR-w8'), ('taylor', 8, 'TaylorSwinIR-w8')] \
+        if args.quick else MODELS
+    if args.quick:
+        sizes, train_patch, train_batch = [16], 8, 2
+    else:
+        sizes = [64, 96, 128] if device.type == 'cpu' else [64, 96, 128, 256, 512]
+        train_patch, train_batch = 48, 4
+    jobs = [(kind, window, name, size, False, 1) for size in sizes for kind, window, name in models]
+    jobs += [(kind, window, name, train_patch, True, train_batch) for kind, window, name in models]
+    jobs.sort(key=lambda job: job[4] and job[0] == 'swinir' and job[1] >= 32)  # the likely OOM one last
+    for kind, window, name, size, train, batch in tqdm(jobs, desc='model', file=sys.stdout):
+        try:
+            step, reset, note = run_model(kind, window, size, config, device, batch, train)
+            slow = not args.quick and (kind == 'swinir' and window == 48 or train)
+            repeats = min(args.repeats, args.slow_repeats) if slow else (args.model_repeats or args.repeats)
+            seconds, peak, status = measure(step, device, repeats, args.warmup, memory_as_warmup=slow, reset=reset)
+        except (RuntimeError, MemoryError) as error:  # building the model or its input
+            seconds, peak, note = None, None, ''
+            status = 'OOM' if is_oom(error) else f'error: {type(error).__name__}: {str(error)[:80]}'
+        padded_size = padded(size, window)
+        if padded_size != size:
+            note = '; '.join(filter(None, [f'LR padded to {padded_size}²', note]))
+        records.append(dict(suite='model', case='train step' if train else f'LR {size}²', method=name,
+                            mode='train' if train else 'inference', lr_size=size, window=window, batch=batch,
+                            time_s=seconds, peak_mb=peak, status=status, note=note))
+        step = reset = None
+
+
+def run_scaling_suite(args, device, records):
+    config = model_config(args.quick)
+    if not args.quick:
+        config = dict(config, depths=[6], num_heads=[6])
+    if args.quick:
+        windows, fixed_size, sizes, fixed_window = [4, 8], 16, [8, 16], 8
+    else:
+        windows, fixed_size = [8, 16, 24, 32, 48], 96
+        sizes, fixed_window = [32, 64, 96, 128, 192], 48
+    jobs = [('window', kind, w, fixed_size) for w in windows for kind in ('swinir', 'taylor')]
+    jobs += [('size', kind, w, s) for s in sizes for kind, w in
+             (('swinir', 8 if not args.quick else 4), ('swinir', fixed_window), ('taylor', fixed_window))]
+    for sweep, kind, window, size in tqdm(jobs, desc='scaling', file=sys.stdout):
+        name = f'{"SwinIR" if kind == "swinir" else "TaylorSwinIR"}-w{window}'
+        try:
+            step, _, note = run_model(kind, window, size, config, device)
+            slow = not args.quick and kind == 'swinir' and window >= 32
+            repeats = min(args.repeats, args.slow_repeats) if slow else (args.model_repeats or args.repeats)
+            seconds, peak, status = measure(step, device, repeats, args.warmup, memory_as_warmup=slow)
+        except (RuntimeError, MemoryError) as error:  # building the model or its input
+            seconds, peak, note = None, None, ''
+            status = 'OOM' if is_oom(error) else f'error: {type(error).__name__}: {str(error)[:80]}'
+        if kind == 'taylor':
+            form = 'direct' if window * window < crossover_tokens(config['embed_dim'] // config['num_heads'][0]) \
+                else 'efficient'
+            note = '; '.join(filter(None, [f'auto -> {form}', note]))
+        records.append(dict(suite=f'scaling-{sweep}', case=f'LR {size}² w{window}', method=name, mode='inference',
+                            lr_size=size, window=window, batch=1, time_s=seconds, peak_mb=peak, status=status,
+                            note=note))
+        step = None
+
+
