@@ -10,6 +10,11 @@ Suites (all on one device, side by side in one run):
            batch 4.
   scaling  one RSTB (6 blocks, 180 dims): inference time and memory against the window size at LR 96², and
            against the LR size at window 48 (SwinIR also at window 8).
+  targets  issue 10's configurations, TaylorSwinIR against BasicSR's SwinIR-w8 at the same width and depth:
+           config S (embed 60, depths [2, 2], heads [2, 2], LR 96², batch 1: training step and inference),
+           config L (embed 48, depths [4, 4], heads [3, 3], LR 48², batch 4: training step at windows 8 and 24),
+           recipe size (embed 180, 6x6, training step at LR 48² batch 4, inference at LR 96²), and the op alone
+           (N = 2304, d = 30, 4 windows x 6 heads, shifted-window regions, forward and forward+backward).
 
 Time: median of ``--repeats`` runs after ``--warmup`` runs. Peak memory: the increase over the memory held
 before the call; on CUDA torch.cuda.max_memory_allocated, on CPU the running sum of the allocation and free
@@ -19,7 +24,8 @@ A configuration that runs out of memory is recorded as OOM; on CPU the process's
 (``--cpu-mem-cap-gb``, RLIMIT_DATA) so that an oversized allocation fails cleanly instead of swapping.
 
 Writes <out>/results.csv and <out>/results.md after every configuration and <out>/*.png after every suite
-(atomically: temp file, then rename), so an interrupted run keeps what it measured.
+(atomically: temp file, then rename), so an interrupted run keeps what it measured. The code: benchmarking/
+(measure.py: timing, memory, environment; suites.py: the suites; report.py: targets, tables, plots).
 
     python scripts/benchmark.py --out docs/benchmarks/cpu            # full run (CPU: about 30 min)
     python scripts/benchmark.py --quick --out /tmp/bench             # tiny sizes, seconds
@@ -37,12 +43,13 @@ sys.path[:0] = [os.path.dirname(_scripts), _scripts]  # the repository root (bas
 import basicsr_taylor  # noqa: E402,F401  (also makes basicsr importable)
 from benchmarking.measure import environment  # noqa: E402
 from benchmarking.report import Records, fmt, plots, target_rows, write_tables  # noqa: E402
-from benchmarking.suites import run_model_suite, run_op_suite, run_scaling_suite  # noqa: E402
+from benchmarking.suites import run_model_suite, run_op_suite, run_scaling_suite, run_targets_suite  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--suites', default='op,model,scaling', help='comma-separated: op, model, scaling')
+    parser.add_argument('--suites', default='op,model,scaling,targets',
+                        help='comma-separated: op, model, scaling, targets')
     parser.add_argument('--quick', action='store_true', help='tiny sizes (a smoke test, seconds)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
@@ -52,6 +59,12 @@ def parse_args(argv=None):
     parser.add_argument('--model-repeats', type=int, default=None,
                         help='timed runs for the fast model configurations (default: --repeats)')
     parser.add_argument('--warmup', type=int, default=1)
+    ints = lambda text: [int(x) for x in text.split(',') if x]
+    parser.add_argument('--op-sides', type=ints, default=None, help='op suite: window sides, e.g. 24,32,48,64')
+    parser.add_argument('--op-dims', type=ints, default=None, help='op suite: head dims, e.g. 30')
+    parser.add_argument('--dtypes', type=lambda t: t.split(','), default=['float32'],
+                        help='op suite: input dtypes, e.g. float32,bfloat16')
+    parser.add_argument('--model-sizes', type=ints, default=None, help='model suite: LR sizes, e.g. 256,512')
     parser.add_argument('--replot', metavar='CSV', default=None,
                         help='only rebuild results.md and the plots in --out from an earlier results.csv')
     parser.add_argument('--cpu-mem-cap-gb', type=float, default=16.0,
@@ -59,9 +72,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', default='docs/benchmarks/cpu', help='output folder')
     args = parser.parse_args(argv)
     suites = [s.strip() for s in args.suites.split(',') if s.strip()]
-    unknown = set(suites) - {'op', 'model', 'scaling'}
+    unknown = set(suites) - {'op', 'model', 'scaling', 'targets'}
     if unknown:
-        parser.error(f'--suites: unknown suite(s) {sorted(unknown)}; choose from op, model, scaling')
+        parser.error(f'--suites: unknown suite(s) {sorted(unknown)}; choose from op, model, scaling, targets')
     args.suites = suites
     if args.repeats < 1 or args.warmup < 0 or args.slow_repeats < 1:
         parser.error('--repeats and --slow-repeats must be >= 1 and --warmup >= 0')
@@ -114,7 +127,7 @@ def main(argv=None):
     env['memory_method'] = ('torch.cuda.max_memory_allocated' if device.type == 'cuda' else
                             'torch.profiler(profile_memory=True): peak of the running sum of allocation events')
     records = Records(env, device, args.out)
-    suites = dict(op=run_op_suite, model=run_model_suite, scaling=run_scaling_suite)
+    suites = dict(op=run_op_suite, model=run_model_suite, scaling=run_scaling_suite, targets=run_targets_suite)
     written = []
     for suite in args.suites:
         suites[suite](args, device, records)

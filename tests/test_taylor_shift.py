@@ -7,7 +7,7 @@ import torch
 
 import basicsr_taylor
 from basicsr_taylor import TaylorShiftAttention, taylor_shift_attention
-from basicsr_taylor.ops.taylor_shift import crossover_tokens, features, interface, naive
+from basicsr_taylor.ops.taylor_shift import auto_form, auto_threshold, crossover_tokens, features, interface, naive
 
 
 def make_qkv(shape, dtype=torch.float64, seed=0, scale=1.0):
@@ -113,20 +113,26 @@ def test_regions_isolate_exactly_where_a_minus_100_bias_would_not():
         torch.testing.assert_close(masked[..., :25, :], alone, rtol=0, atol=1e-12)
 
 
-def test_auto_switches_at_the_flop_crossover(monkeypatch):
+def test_auto_switches_at_the_measured_threshold(monkeypatch):
     calls = []
     real_direct, real_efficient = naive.direct, interface.efficient
     monkeypatch.setattr(naive, 'direct', lambda *a: calls.append('direct') or real_direct(*a))
     monkeypatch.setattr(interface, 'efficient', lambda *a: calls.append('efficient') or real_efficient(*a))
     d = 4
-    n0 = crossover_tokens(d)
-    assert n0 == d * d + d + 1 == 21
-    for n, expected in [(n0 - 1, 'direct'), (n0, 'efficient'), (n0 + 40, 'efficient'), (3, 'direct')]:
-        q, k, v = (t.detach() for t in make_qkv((1, 1, n, d)))
-        calls.clear()
-        out = taylor_shift_attention(q, k, v)
-        assert calls == [expected], (n, calls)
-        torch.testing.assert_close(out, taylor_shift_attention(q, k, v, form='direct'), rtol=0, atol=1e-10)
+    assert crossover_tokens(d) == d * d + d + 1 == 21
+    assert auto_threshold('cuda', 30, True) == crossover_tokens(30) == 931  # not measured: the FLOP rule
+    # measured on CPU: the efficient form wins from fewer tokens with gradients than without
+    assert auto_threshold('cpu', 30, True) < auto_threshold('cpu', 30, False) < crossover_tokens(30)
+    assert auto_form('cpu', 30, 64, False) == auto_form('cpu', 30, 64, True) == 'direct'  # 8x8 windows
+    assert auto_form('cpu', 30, 2304, False) == auto_form('cpu', 16, 576, True) == 'efficient'
+    for grad in (False, True):
+        n0 = auto_threshold('cpu', d, grad)
+        for n, expected in [(n0 - 1, 'direct'), (n0, 'efficient'), (n0 + 40, 'efficient'), (3, 'direct')]:
+            q, k, v = (t.detach().requires_grad_(grad) for t in make_qkv((1, 1, n, d)))
+            calls.clear()
+            out = taylor_shift_attention(q, k, v)
+            assert calls == [expected], (grad, n, calls)
+            torch.testing.assert_close(out, taylor_shift_attention(q, k, v, form='direct'), rtol=0, atol=1e-10)
 
 
 def test_taylor_features_reproduce_the_polynomial():

@@ -13,19 +13,32 @@ import torch
 
 from basicsr_taylor import taylor_shift_attention
 from basicsr_taylor.archs.shifted_windows import shifted_region_ids
-from basicsr_taylor.ops.taylor_shift import efficient
+from basicsr_taylor.ops.taylor_shift import blocks, efficient, taylor_feature_dim
+from basicsr_taylor.ops.taylor_shift import regions as regions_module
 from basicsr_taylor.ops.taylor_shift.features import MonomialFeatures
 from basicsr_taylor.ops.taylor_shift.regions import RegionLayout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Blocks of at most 24 (row, token) pairs and chunks from 4 tokens: many blocks even for tiny inputs."""
-    monkeypatch.setattr(efficient, 'BLOCK_TOKENS', 24)
-    monkeypatch.setattr(efficient, 'BLOCK_TOKENS_INFERENCE', 24)
-    monkeypatch.setattr(efficient, 'MIN_CHUNK', 4)
+@pytest.fixture(params=['token blocks', 'row blocks'])
+def small_blocks(monkeypatch, request):
+    """Small blocks even for tiny inputs: region chunks of 2-4 tokens (a region spans several chunks) and either
+    blocks of part of a row (several token blocks per row) or of a few whole rows (several row blocks)."""
+    monkeypatch.setitem(blocks.BLOCK_BUDGET, 'cpu', 0.01 if request.param == 'token blocks' else 6.0)
+    monkeypatch.setattr(blocks, 'MIN_BLOCK_TOKENS', 4)
+    monkeypatch.setattr(regions_module, 'MIN_CHUNK', 2)
+    monkeypatch.setattr(regions_module, 'MAX_CHUNK', 4)
+    monkeypatch.setattr(regions_module, '_layout_cache', {})
+    return request.param
+
+
+def test_small_blocks_split_rows_and_tokens(small_blocks):
+    rows, length = blocks.block_plan(18, 36, 4, 5, 5, torch.device('cpu'), 8)
+    if small_blocks == 'token blocks':
+        assert rows == 1 and length < 36 and length % 4 == 0
+    else:
+        assert 1 < rows < 18 and length == 36
 
 
 def shifted_window_ids(height, width, shift):
@@ -135,12 +148,33 @@ def test_region_layout_gives_every_token_a_slot_in_a_single_region_chunk():
 
 
 def test_chunk_size_divides_equal_regions_when_it_can():
-    # a 48² window shifted by 24: regions of 576 tokens
-    assert efficient.choose_chunk(2304, 6, granule=576, block_tokens=1024) == 192
-    assert 576 % efficient.choose_chunk(2304, 6, granule=576) == 0
-    assert efficient.choose_chunk(2304, 6, granule=7) == efficient.choose_chunk(2304, 6)  # no divisor near the target
-    assert efficient.choose_chunk(50, 1) == 50  # never more than N
-    assert efficient.choose_chunk(2304, 6, granule=2304, block_tokens=4096) == 768  # 3 equal chunks, not 682 + a tail
+    choose_chunk = regions_module.choose_chunk
+    assert choose_chunk(2304, granule=576) == 576  # 48² window shifted by 24: 576-token regions, no padding
+    assert choose_chunk(576, granule=144) == 144  # 24² window shifted by 12
+    assert choose_chunk(2304, granule=2304) == 768  # the largest divisor up to MAX_CHUNK
+    assert choose_chunk(2304, granule=576, multiple=32) == 576  # the Triton kernels' token blocks divide it
+    assert choose_chunk(576, granule=144, multiple=32) == 32  # none divides: pad each region to 32s
+    assert choose_chunk(2304, granule=7) == choose_chunk(2304) == regions_module.MIN_CHUNK  # no divisor in range
+    assert choose_chunk(5, granule=1) == 5  # never more than N
+
+
+def test_block_plan_fits_the_budget_and_takes_whole_rows_when_they_fit():
+    cpu = torch.device('cpu')
+    rows, tokens = blocks.block_plan(24, 2304, 576, 30, 30, cpu, 4)  # the recipe's op: 4 windows x 6 heads
+    assert tokens % 576 == 0 and rows == 1
+    rows, tokens = blocks.block_plan(8, 2304, None, 30, 30, cpu, 4)
+    per_token = (taylor_feature_dim(30) + 31 * 32 + 60) * 4
+    assert rows * tokens * per_token <= blocks.BLOCK_BUDGET['cpu'] * 8 * 2304 * 30 * 4
+    assert blocks.block_plan(48, 576, None, 16, 16, cpu, 4)[1] == 576  # whole rows
+    assert blocks.block_plan(1, 10, None, 4, 4, cpu, 4) == (1, 10)
+
+
+def test_region_layout_is_cached_by_the_ids_values():
+    regions = shifted_window_ids(6, 6, 2).view(1, 1, 36).expand(2, 1, 36)
+    a = regions_module.region_layout(regions, (2, 3, 36))
+    assert regions_module.region_layout(regions.clone(), (2, 3, 36)) is a
+    assert regions_module.region_layout(regions.roll(1, -1), (2, 3, 36)) is not a
+    assert regions_module.region_layout(regions, (2, 4, 36)) is not a
 
 
 @pytest.mark.parametrize('d', [1, 2, 7, 30])
@@ -180,11 +214,9 @@ def cpu_peak_bytes(fn):
 
 @pytest.mark.parametrize('num_tokens', [1024, 2304])
 def test_efficient_form_memory_stays_linear_in_tokens(num_tokens):
-    """Forward + backward at N = 1024 and 2304 (a 32² and a 48² window) allocate a few times the inputs, never
-    anything like N² or N·d²: the peak grows like N, the direct form's like N²."""
-    peaks = {}
-    for n in (num_tokens // 2, num_tokens):
-        peaks[n] = efficient_and_direct_peaks(n)
+    """Forward + backward at N = 1024 and 2304 (a 32² and a 48² window): within 2x SDPA's peak, with and without
+    regions, never N² or N·d²; the peak grows like N, the direct form's like N²."""
+    peaks = {n: efficient_and_direct_peaks(n) for n in (num_tokens // 2, num_tokens)}
     (plain_half, regions_half, direct_half), (plain, regions, direct) = peaks[num_tokens // 2], peaks[num_tokens]
     assert plain < 2.5 * plain_half and regions < 2.5 * regions_half  # linear: 2x the tokens, about 2x the memory
     assert direct > 3.5 * direct_half  # quadratic
@@ -200,17 +232,19 @@ def efficient_and_direct_peaks(n):
     def step(form, reg):
         for t in (q, k, v):
             t.grad = None
-        taylor_shift_attention(q, k, v, regions=reg, form=form).backward(grad)
+        if form == 'sdpa':
+            torch.nn.functional.scaled_dot_product_attention(q, k, v).backward(grad)
+        else:
+            taylor_shift_attention(q, k, v, regions=reg, form=form).backward(grad)
 
     one = q.numel() * 4  # bytes of one (B, H, N, d) float32 tensor
-    width = MonomialFeatures(16, q.device).width
-    block = efficient.BLOCK_TOKENS * (width + 17 * 17 + 2 * 17) * 4  # one block's ψ, [g; g⊠x], g and v' buffers
     square = 2 * 2 * n * n * 4  # one N×N float32 matrix per window and head
+    features = 2 * 2 * n * taylor_feature_dim(16) * 4  # ψ of every token
+    sdpa = cpu_peak_bytes(lambda: step('sdpa', None))
     plain = cpu_peak_bytes(lambda: step('efficient', None))
-    assert plain < 4 * one + 2 * block < square / 2  # out + 3 grads + one block's temporaries
-    # regions add the region-sorted copies of q, k, v and the output, and their gradients
+    assert plain <= 2 * sdpa and plain < 16 * one and plain < square / 2 and plain < 2 * features
     with_regions = cpu_peak_bytes(lambda: step('efficient', regions))
-    assert with_regions < 12 * one + 2 * block
+    assert with_regions <= 2 * sdpa
     direct = cpu_peak_bytes(lambda: step('direct', None))
     assert direct > square
     return plain, with_regions, direct
@@ -278,14 +312,16 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
     with open(out / 'results.csv', newline='') as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(records) > 0
-    assert {r['suite'] for r in rows} == {'op', 'model', 'scaling-window', 'scaling-size'}
+    assert {r['suite'] for r in rows} == {'op', 'model', 'scaling-window', 'scaling-size', 'targets'}
+    assert {r['case'] for r in rows if r['suite'] == 'targets'} == {'S', 'L', 'recipe', 'op'}
     op_methods = {r['method'] for r in rows if r['suite'] == 'op'}
     assert op_methods >= {'softmax_explicit', 'sdpa', 'taylor_direct', 'taylor_efficient'}
     for r in rows:
         assert r['status'] == 'ok', r
         assert float(r['time_s']) > 0 and float(r['peak_mb']) > 0, r
     text = (out / 'results.md').read_text()
-    assert '## op' in text and '## model' in text and 'torch' in text
+    assert '## op' in text and '## model' in text and '## targets' in text and 'torch' in text
+    assert 'S train: TaylorSwinIR-w8 time / SwinIR-w4' in text
     pngs = sorted(p.name for p in out.glob('*.png'))
     assert pngs == ['op_forward.png', 'op_forward_backward.png', 'scaling-size.png', 'scaling-window.png']
     assert all((out / p).stat().st_size > 1000 for p in pngs)

@@ -32,7 +32,7 @@ def target_rows(records, device):
     if taylor:
         rows.append(('op N=2304 d=30 fwd+bwd: TaylorShift peak memory / explicit softmax',
                      _ratio(taylor, explicit, 'peak_mb'), 0.25))
-        rows.append(('op N=2304 d=30 fwd+bwd: TaylorShift peak memory / SDPA', _ratio(taylor, sdpa, 'peak_mb'), 1.0))
+        rows.append(('op N=2304 d=30 fwd+bwd: TaylorShift peak memory / SDPA', _ratio(taylor, sdpa, 'peak_mb'), 2.0))
         if device.type == 'cpu':
             rows.append(('op N=2304 d=30 fwd+bwd: TaylorShift time / explicit softmax',
                          _ratio(taylor, explicit, 'time_s'), 0.4))
@@ -41,6 +41,27 @@ def target_rows(records, device):
             best = min((r for r in candidates if r and r['status'] == 'ok'), key=lambda r: r['time_s'], default=taylor)
             rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) time / SDPA',
                          _ratio(best, sdpa, 'time_s'), 1.0))
+    small = _lookup(records, suite='targets', case='S', mode='train')
+    small_window = int(small['method'].rsplit('-w', 1)[1]) if small else 8
+    swinir = f'SwinIR-w{small_window}'
+    for case, mode, taylor_name, limit in (('S', 'train', None, 2.0), ('S', 'inference', None, 1.5),
+                                           ('L', 'train', 'large', 1.5), ('recipe', 'train', None, 2.0),
+                                           ('recipe', 'inference', None, 1.4)):
+        rows_ = [r for r in records if r['suite'] == 'targets' and r['case'] == case and r['mode'] == mode]
+        base = next((r for r in rows_ if r['method'] == swinir), None)
+        taylors = sorted((r for r in rows_ if r['method'].startswith('Taylor')), key=lambda r: r['window'])
+        if base is None or not taylors:
+            continue
+        taylor = taylors[-1]
+        rows.append((f'{case} {mode}: {taylor["method"]} time / {swinir}', _ratio(taylor, base, 'time_s'), limit))
+        if mode == 'train':
+            rows.append((f'{case} {mode}: {taylor["method"]} peak memory / {swinir}', _ratio(taylor, base, 'peak_mb'),
+                         1.2))
+    op_t = _lookup(records, suite='targets', case='op', method='taylor_efficient', mode='forward+backward')
+    op_s = _lookup(records, suite='targets', case='op', method='sdpa', mode='forward+backward')
+    if op_t:
+        rows.append(('op N=2304 d=30 shifted fwd+bwd: TaylorShift peak memory / SDPA', _ratio(op_t, op_s, 'peak_mb'),
+                     2.0))
     sizes = [96, 128] if device.type == 'cpu' else [96, 128, 256, 512]
     for size in sizes:
         key = dict(suite='model', mode='inference', lr_size=size)
@@ -97,15 +118,16 @@ def markdown(records, env, device):
 def _op_table(rows):
     methods = list(dict.fromkeys(r['method'] for r in rows))
     lines = ['Time (s) / peak memory (MB) per batch of windows (batch = windows x heads).', '',
-             '| d | N | batch | mode | ' + ' | '.join(methods) + ' |', '| ---' * (4 + len(methods)) + ' |']
-    keys = list(dict.fromkeys((r['head_dim'], r['tokens'], r['batch'], r['mode']) for r in rows))
-    for d, n, batch, mode in keys:
+             '| d | N | batch | mode | dtype | ' + ' | '.join(methods) + ' |', '| ---' * (5 + len(methods)) + ' |']
+    keys = list(dict.fromkeys((r['head_dim'], r['tokens'], r['batch'], r['mode'], r.get('note') or '') for r in rows))
+    for d, n, batch, mode, note in keys:
         cells = []
         for m in methods:
-            r = _lookup(rows, head_dim=d, tokens=n, mode=mode, method=m)
+            r = next((r for r in rows if (r['head_dim'], r['tokens'], r['mode'], r['method'], r.get('note') or '') ==
+                      (d, n, mode, m, note)), None)
             cells.append('-' if r is None else (r['status'] if r['status'] != 'ok' else
                                                 f'{fmt(r["time_s"])} / {fmt(r["peak_mb"])}'))
-        lines.append(f'| {d} | {n} | {batch} | {mode} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {d} | {n} | {batch} | {mode} | {note or "float32"} | ' + ' | '.join(cells) + ' |')
     return lines
 
 

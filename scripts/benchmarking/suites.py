@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from basicsr_taylor import TaylorSwinIR, taylor_shift_attention
-from basicsr_taylor.ops.taylor_shift import crossover_tokens
+from basicsr_taylor.archs.shifted_windows import shifted_window_regions
+from basicsr_taylor.ops.taylor_shift import auto_form
 
 from .measure import is_oom, measure
 
@@ -46,17 +47,19 @@ def run_op_suite(args, device, records):
         sides, dims, heads, tokens_total = [4, 8], [8], 2, 128
     else:
         sides, dims, heads, tokens_total = [8, 16, 24, 32, 48, 64], [30, 16, 32], 6, 9216  # a 96² LR image
+    sides, dims = args.op_sides or sides, args.op_dims or dims
     methods = op_methods(device)
-    configs = [(d, side, mode, name) for d in dims for side in sides for mode in ('forward', 'forward+backward')
-               for name in methods]
-    for d, side, mode, name in tqdm(configs, desc='op', file=sys.stdout):
+    configs = [(dtype, d, side, mode, name) for dtype in args.dtypes for d in dims for side in sides
+               for mode in ('forward', 'forward+backward') for name in methods]
+    for dtype, d, side, mode, name in tqdm(configs, desc='op', file=sys.stdout):
         n = side * side
         batch = max(1, tokens_total // n)  # windows of one 96² image (two 64² windows at N = 4096)
         gen = torch.Generator(device='cpu').manual_seed(0)
-        q, k, v = (torch.randn(batch, heads, n, d, generator=gen).to(device) for _ in range(3))
-        bias_table = (torch.randn((2 * side - 1)**2, heads, generator=gen) * 0.02).to(device)
-        temperature = torch.ones(heads, 1, 1, device=device)
-        grad = torch.randn(batch, heads, n, d, generator=gen).to(device)
+        dt = getattr(torch, dtype)
+        q, k, v = (torch.randn(batch, heads, n, d, generator=gen).to(device, dt) for _ in range(3))
+        bias_table = (torch.randn((2 * side - 1)**2, heads, generator=gen) * 0.02).to(device, dt)
+        temperature = torch.ones(heads, 1, 1, device=device, dtype=dt)
+        grad = torch.randn(batch, heads, n, d, generator=gen).to(device, dt)
         backward = mode == 'forward+backward'
         leaves = [q, k, v, bias_table, temperature]
         for t in leaves:
@@ -77,7 +80,8 @@ def run_op_suite(args, device, records):
 
         seconds, peak, status = measure(step, device, args.repeats, args.warmup, reset=reset)
         records.append(dict(suite='op', case=f'N={n} d={d}', method=name, mode=mode, tokens=n, head_dim=d,
-                            batch=f'{batch}x{heads}', time_s=seconds, peak_mb=peak, status=status))
+                            batch=f'{batch}x{heads}', time_s=seconds, peak_mb=peak, status=status,
+                            note='' if dtype == 'float32' else dtype))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -144,6 +148,7 @@ def run_model_suite(args, device, records):
         sizes, train_patch, train_batch = [16], 8, 2
     else:
         sizes = [64, 96, 128] if device.type == 'cpu' else [64, 96, 128, 256, 512]
+        sizes = args.model_sizes or sizes
         train_patch, train_batch = 48, 4
     jobs = [(kind, window, name, size, False, 1) for size in sizes for kind, window, name in models]
     jobs += [(kind, window, name, train_patch, True, train_batch) for kind, window, name in models]
@@ -189,8 +194,7 @@ def run_scaling_suite(args, device, records):
             seconds, peak, note = None, None, ''
             status = 'OOM' if is_oom(error) else f'error: {type(error).__name__}: {str(error)[:80]}'
         if kind == 'taylor':
-            form = 'direct' if window * window < crossover_tokens(config['embed_dim'] // config['num_heads'][0]) \
-                else 'efficient'
+            form = auto_form(device.type, config['embed_dim'] // config['num_heads'][0], window * window, False)
             note = '; '.join(filter(None, [f'auto -> {form}', note]))
         records.append(dict(suite=f'scaling-{sweep}', case=f'LR {size}² w{window}', method=name, mode='inference',
                             lr_size=size, window=window, batch=1, time_s=seconds, peak_mb=peak, status=status,
@@ -198,3 +202,74 @@ def run_scaling_suite(args, device, records):
         step = None
 
 
+def target_configs(quick):
+    base = dict(mlp_ratio=2, upscale=2, upsampler='pixelshuffle', resi_connection='1conv', in_chans=3, img_range=1.)
+    if quick:
+        small = dict(base, embed_dim=12, depths=[2], num_heads=[2])
+        return dict(S=(small, 16, 1, 8), L=(small, 16, 2, 8, 4), R=(small, 16, 1, 8, 16))
+    return dict(S=(dict(base, embed_dim=60, depths=[2, 2], num_heads=[2, 2]), 96, 1, 48),
+                L=(dict(base, embed_dim=48, depths=[4, 4], num_heads=[3, 3]), 48, 4, 24, 8),
+                R=(dict(base, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6), 48, 4, 48, 96))
+
+
+def run_targets_suite(args, device, records):
+    configs = target_configs(args.quick)
+    (s_cfg, s_size, s_batch, s_window), (l_cfg, l_size, l_batch, l_window, l_small), \
+        (r_cfg, r_size, r_batch, r_window, r_infer) = configs['S'], configs['L'], configs['R']
+    small = 4 if args.quick else 8
+    jobs = [('S', s_cfg, kind, window, s_size, s_batch, train) for train in (True, False)
+            for kind, window in (('swinir', small), ('taylor', s_window))]
+    jobs += [('L', l_cfg, kind, window, l_size, l_batch, True)
+             for kind, window in (('swinir', small), ('taylor', l_small), ('taylor', l_window))]
+    jobs += [('recipe', r_cfg, kind, window, r_size, r_batch, True) for kind, window in (('swinir', small),
+                                                                                         ('taylor', r_window))]
+    jobs += [('recipe', r_cfg, kind, window, r_infer, 1, False) for kind, window in (('swinir', small),
+                                                                                     ('taylor', r_window))]
+    for config, cfg, kind, window, size, batch, train in tqdm(jobs, desc='targets', file=sys.stdout):
+        name = f'{"SwinIR" if kind == "swinir" else "TaylorSwinIR"}-w{window}'
+        try:
+            step, reset, note = run_model(kind, window, size, cfg, device, batch, train)
+            slow = not args.quick and (config == 'recipe' or train)
+            repeats = min(args.repeats, args.slow_repeats) if config == 'recipe' and not args.quick else args.repeats
+            seconds, peak, status = measure(step, device, repeats, args.warmup, memory_as_warmup=slow, reset=reset)
+        except (RuntimeError, MemoryError) as error:
+            seconds, peak, note = None, None, ''
+            status = 'OOM' if is_oom(error) else f'error: {type(error).__name__}: {str(error)[:80]}'
+        records.append(dict(suite='targets', case=config, method=name, mode='train' if train else 'inference',
+                            lr_size=size, window=window, batch=batch, time_s=seconds, peak_mb=peak, status=status,
+                            note=note))
+        step = reset = None
+    heads, n, windows, d = (2, 64, 2, 8) if args.quick else (6, 2304, 4, 30)
+    side = int(n**0.5)
+    regions = shifted_window_regions(2 * side, 2 * side, side, side // 2, device)[:windows].unsqueeze(1)
+    gen = torch.Generator(device='cpu').manual_seed(0)
+    q, k, v, grad = (torch.randn(windows, heads, n, d, generator=gen).to(device) for _ in range(4))
+    temperature = torch.ones(heads, 1, 1, device=device)
+    for mode in ('forward', 'forward+backward'):
+        for method in ('sdpa', 'taylor_efficient'):
+            backward = mode == 'forward+backward'
+            for t in (q, k, v, temperature):
+                t.requires_grad_(backward)
+
+            def step():
+                with torch.set_grad_enabled(backward):
+                    if method == 'sdpa':
+                        out = F.scaled_dot_product_attention(q, k, v)
+                    else:
+                        out = taylor_shift_attention(q, k, v, temperature, regions, form='efficient')
+                    if backward:
+                        out.backward(grad)
+
+            def reset():
+                for t in (q, k, v, temperature):
+                    t.grad = None
+
+            seconds, peak, status = measure(step, device, args.repeats, args.warmup, reset=reset)
+            records.append(dict(suite='targets', case='op', method=method, mode=mode, tokens=n, head_dim=d,
+                                batch=f'{windows}x{heads}', time_s=seconds, peak_mb=peak, status=status,
+                                note='shifted-window regions' if method != 'sdpa' else ''))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------------------------------

@@ -3,11 +3,14 @@
     interface.py       taylor_shift_attention: checks, dtypes, choice of form, the exportable switch
     naive.py           the reference forms: direct (N×N) and the plain feature form (tests, graph export)
     features.py        the feature maps Φ / ψ of p(x) = 1 + x + x²/2
-    regions.py         RegionLayout: tokens sorted by region into one-region blocks
-    efficient.py       the blocked autograd Function (linear in N), its block sizes
+    regions.py         RegionLayout: tokens sorted by region into one-region chunks (cached per ids)
+    blocks.py          the block plan: rows and tokens per block within a memory budget, scratch buffers
+    efficient.py       the blocked autograd Function (linear in N)
     triton_kernels.py  the efficient form's forward as Triton kernels (CUDA; imported only for form="triton")
 """
 from .features import taylor_feature_dim
-from .interface import FORMS, crossover_tokens, exportable, is_exportable, taylor_shift_attention
+from .interface import (FORMS, auto_form, auto_threshold, crossover_tokens, exportable, is_exportable,
+                        taylor_shift_attention)
 
-__all__ = ['FORMS', 'crossover_tokens', 'exportable', 'is_exportable', 'taylor_feature_dim', 'taylor_shift_attention']
+__all__ = ['FORMS', 'auto_form', 'auto_threshold', 'crossover_tokens', 'exportable', 'is_exportable',
+           'taylor_feature_dim', 'taylor_shift_attention']

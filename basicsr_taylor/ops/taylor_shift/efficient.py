@@ -1,63 +1,24 @@
-"""TaylorShift's efficient form: blocks of tokens inside a custom autograd Function, linear in N.
+"""TaylorShift's efficient form: a custom autograd Function over blocks of tokens, linear in N.
 
-    p(q·k) = ψ(q)ᵀ C ψ(k),  S_r = C Σ_{j in r} ψ(k̂_j) [1, v_j]ᵀ,  y'_i = ψ(τ q̂_i)ᵀ S_r(i),  y_i = s y'_i[1:] / y'_i[0]
+    p(q·k) = ψ(q)ᵀ C ψ(k),  S_r = C Σ_{j in r} [1, v_j] ψ(k̂_j)ᵀ,  y'_i = S_r(i) ψ(τ q̂_i),  y_i = s y'_i[1:] / y'_i[0]
 
-The Function normalises q and k inside the blocks and recomputes ψ in the backward pass: besides the inputs,
-the output and the gradients, only the small statistics S and one block's temporaries are ever held.
-With regions, tokens are sorted by region into blocks of one region each (:class:`RegionLayout`), with one S per
-region: the cost stays that of unmasked attention, whatever the number of regions.
+The Function normalises q and k inside the blocks, keeps the small per-region statistics S from the forward pass
+and rebuilds ψ block by block in the backward pass: besides the inputs, the output, S and the gradients, only one
+block's temporaries are held (``blocks.block_plan``). With regions, every chunk of tokens holds one region
+(``regions.RegionLayout``), gathered and scattered per block: the cost stays that of unmasked attention.
 """
-import math
-
 import torch
 
-from .features import NORM_EPS, feature_map
-from .regions import RegionLayout
-
-BLOCK_TOKENS = 384  # (row, token) pairs per block with gradients: bounds the temporaries (block × (e·d + D))
-BLOCK_TOKENS_INFERENCE = 4096  # without gradients (only ψ, block × D): fewer, larger ops
-CUDA_BLOCK_SCALE = 8  # on CUDA, blocks 8x larger (kernel launches cost more than CPU ops); not tuned on a GPU
-MIN_CHUNK = 64  # tokens per block along N, at least (or N): below this the per-op overhead dominates
-
-
-def tokens_per_block(device, needs_grad):
-    """(row, token) pairs per block for a device, with or without gradients (read at call time: tests shrink it)."""
-    tokens = BLOCK_TOKENS if needs_grad else BLOCK_TOKENS_INFERENCE
-    return tokens * CUDA_BLOCK_SCALE if device.type == 'cuda' else tokens
-
-
-def choose_chunk(num_tokens, rows_per_batch, granule=None, block_tokens=None):
-    """Tokens per block along N. ``granule``: a length every block should divide (regions: the gcd of
-    the region sizes), preferred when one of its divisors is close to the target."""
-    target = max(MIN_CHUNK, (block_tokens or BLOCK_TOKENS) // max(1, rows_per_batch))
-    target = min(num_tokens, target)
-    if granule:
-        divisors = [c for c in range(1, granule + 1) if granule % c == 0 and target // 2 <= c <= 2 * target]
-        if divisors:
-            return min(divisors, key=lambda c: abs(c - target))
-    return target
+from .blocks import Plan, rows3
+from .regions import region_layout
 
 
 def efficient(q, k, v, temperature, regions, scale):
     """The efficient form of :func:`taylor_shift_attention` (inputs already in the compute dtype)."""
-    if q.dim() == 2:  # (N, d): give it a batch dimension for the blocks
+    if q.dim() == 2:  # (N, d): give it a batch dimension
         return efficient(q[None], k[None], v[None], temperature, regions, scale)[0]
-    if q.shape[-2] == 0:  # no tokens: nothing to attend to (as scaled_dot_product_attention)
-        return v.new_empty(v.shape)
-    num_tokens = q.shape[-2]
-    inner_rows = math.prod(q.shape[1:-2])
-    inputs = (q, k, v) if temperature is None else (q, k, v, temperature)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    block_tokens = tokens_per_block(q.device, needs_grad)
-    if regions is None:
-        chunk = choose_chunk(num_tokens, inner_rows, num_tokens, block_tokens)  # equal chunks if N allows
-        return TaylorShiftEfficient.apply(q, k, v, temperature, None, None, 1, scale, chunk, block_tokens)
-    layout = RegionLayout(regions, q.shape[:-1],
-                          lambda granule: choose_chunk(num_tokens, inner_rows, granule, block_tokens))
-    q_blocks, k_blocks, v_blocks = (layout.to_blocks(t) for t in (q, k, v))
-    out = TaylorShiftEfficient.apply(q_blocks, k_blocks, v_blocks, temperature, layout.key_weight,
-                                     layout.chunk_region, layout.num_regions, scale, layout.chunk, block_tokens)
-    return layout.from_blocks(out)
+    layout = None if regions is None else region_layout(regions, q.shape[:-1])
+    return TaylorShiftEfficient.apply(q, k, v, temperature, layout, scale)
 
 
 def _vjp_inputs(g, x, out):
@@ -68,199 +29,155 @@ def _vjp_inputs(g, x, out):
     return out
 
 
-def _unit_columns(x):
-    """(x / n, n) with n = max(|x|, eps) over dim -2 (tokens along the last dim); x / n contiguous."""
-    norm = torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min_(NORM_EPS)
-    return torch.div(x, norm, out=x.new_empty(x.shape)), norm
-
 
 def _unit_columns_vjp(unit, norm, grad_unit):
     """dL/dx for u = x / |x| given dL/du: (g - u (u·g)) / |x|, over dim -2."""
     return (grad_unit - unit * (unit * grad_unit).sum(-2, keepdim=True)) / norm
 
 
+def _key_statistics(plan, k3, v3, rows):
+    """S_r = C Σ_{j in r} v'_j ψ(k̂_j)ᵀ for a row block: (m, R, e, D)."""
+    m = rows.stop - rows.start
+    stats = k3.new_zeros((m, plan.num_regions, plan.value_dim + 1, plan.psi.width))
+    for t0, t1, nb, cb in plan.token_blocks():
+        features, _, _ = plan.features(plan.tokens(k3, rows, t0, t1, nb, cb), 'psi')
+        values = plan.values(v3, rows, t0, t1, nb, cb)
+        plan.add(stats, values @ features.transpose(-2, -1), plan.region_index(rows, t0, nb, cb))  # Σ v' ψ(k̂)ᵀ
+    return stats.mul_(plan.psi.weight.to(stats.dtype))  # C S
 
-def _row_slices(batch_rows, rows_per_block):
-    return [slice(r0, min(r0 + rows_per_block, batch_rows)) for r0 in range(0, batch_rows, rows_per_block)]
 
-
-def _token_chunks(num_tokens, chunk):
-    """[(chunk index j, token slice)]."""
-    return list(enumerate(slice(t0, min(t0 + chunk, num_tokens)) for t0 in range(0, num_tokens, chunk)))
-
-
-class _Buffers:
-    """Reusable scratch tensors, one per name and shape: fresh large CPU allocations cost page faults."""
-
-    def __init__(self, like):
-        self.like = like
-        self.cache = {}
-
-    def get(self, name, shape, init=None):
-        key = (name, tuple(shape))
-        if key not in self.cache:
-            self.cache[key] = self.like.new_empty(shape)
-            if init is not None:
-                init(self.cache[key])
-        return self.cache[key]
+def _vjp_weights(plan, stats):
+    """W(S)ᵀ (m, R, d, e + e·d) for S (m, R, e, D): dx = W(S)ᵀ [g; g⊠x] when dL/dψ(x) = Sᵀ g."""
+    return plan.psi.vjp_weights(stats.transpose(-2, -1)).transpose(-2, -1)
 
 
 class TaylorShiftEfficient(torch.autograd.Function):
-    """Normalised TaylorShift attention by blocks: y_i = s · y'_i[1:] / y'_i[0], y'_i = ψ(τ q̂_i)ᵀ S_{r(i)},
-    S_r = C Σ_{j in r} ψ(k̂_j) [w_j, w_j v_j]ᵀ, where w_j = 1 for a token and 0 for padding.
+    """Normalised TaylorShift attention by blocks: y_i = s · y'_i[1:] / y'_i[0], y'_i = S_{r(i)} ψ(τ q̂_i),
+    S_r = C Σ_{j in r} [w_j; w_j v_j] ψ(k̂_j)ᵀ, where w_j = 1 for a token and 0 for padding.
 
-    Inputs: q, k (B, ..., L, d), v (B, ..., L, dv), temperature (broadcasts to (B, ..., 1, 1)) or None,
-    key_weight (broadcasts to (B, ..., L), 0 or 1; v' = [w, w v]) or None, chunk_region (broadcasts to
-    (B, ..., L / chunk)) or None, num_regions, scale s, chunk, block_tokens. Work goes slice by slice of
-    dim 0 ("rows"), and within a slice chunk by chunk of tokens. Saves only q, k, v (references), the
-    output and its denominators y'[0]: the backward pass recomputes S and ψ, so the extra memory is one
-    row slice's S and one block's temporaries.
+    Inputs: q, k (batch..., N, d), v (batch..., N, dv), temperature (broadcasts to (batch..., 1, 1)) or None,
+    layout (a :class:`RegionLayout`, or None without regions), scale s. The batch dims are flattened into
+    rows; blocks of whole rows (or of whole region chunks of one row) are computed with a few batched
+    matmuls each. Saves q, k, v (references), the output, the denominators y'[0] and the per-region
+    statistics S (rows × R × e × D: small); the backward pass rebuilds ψ block by block.
     """
 
     @staticmethod
-    def rows_per_block(shape, chunk, block_tokens):
-        """Slices of dim 0 such that a block (rows × chunk tokens) has about block_tokens tokens."""
-        return max(1, block_tokens // (chunk * max(1, math.prod(shape[1:-2]))))
-
-    @staticmethod
-    def forward(ctx, q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk, block_tokens):
-        batch, (num_tokens, head_dim) = q.shape[:-2], q.shape[-2:]
-        rows_per_block = TaylorShiftEfficient.rows_per_block(q.shape, chunk, block_tokens)
-        psi, bufs = feature_map(head_dim, q.device), _Buffers(q)
-        tau = None if temperature is None else temperature.expand(batch + (1, 1))
-        out = v.new_empty(v.shape)
-        denominator = v.new_empty(batch + (num_tokens, ))
-        chunks = _token_chunks(num_tokens, chunk)
-        for rows in _row_slices(batch[0], rows_per_block):
-            stats = _key_statistics(k, v, key_weight, chunk_region, num_regions, rows, chunks, psi, bufs)
-            for j, tokens in chunks:  # y'_i = ψ(τ q̂_i)ᵀ S_r(i)
-                features = psi.of_tokens(q[rows, ..., tokens, :], bufs, None if tau is None else tau[rows])
-                y_ext = features.transpose(-2, -1) @ _region_entry(stats, chunk_region, rows, j)  # (m, ..., c, e)
-                denominator[rows, ..., tokens] = y_ext[..., 0]
-                torch.mul(y_ext[..., 1:], scale / y_ext[..., :1], out=out[rows, ..., tokens, :])  # s y'[1:] / y'[0]
-        ctx.save_for_backward(q, k, v, temperature, key_weight, chunk_region, out, denominator)
-        ctx.config = (num_regions, scale, chunk, rows_per_block)
+    def forward(ctx, q, k, v, temperature, layout, scale):
+        plan = Plan(q, v, layout)
+        q3, k3, v3 = (rows3(t, plan) for t in (q, k, v))
+        tau = plan.tau_rows(temperature, q3)
+        keep = any(ctx.needs_input_grad[:4])  # S is kept for the backward pass
+        out3 = v3.new_empty(v3.shape)
+        denominator = v3.new_empty(plan.rows, plan.length)
+        stats_all = v3.new_empty(plan.rows, plan.num_regions, plan.value_dim + 1, plan.psi.width) if keep else None
+        for rows in plan.row_blocks():
+            stats = _key_statistics(plan, k3, v3, rows)
+            if keep:
+                stats_all[rows] = stats
+            out_rows = out3[rows] if layout is None else plan.bufs.get('out', (stats.shape[0], plan.length,
+                                                                               plan.value_dim))
+            for t0, t1, nb, cb in plan.token_blocks():
+                features, _, _ = plan.features(plan.tokens(q3, rows, t0, t1, nb, cb), 'psi',
+                                               None if tau is None else tau[rows])
+                index = plan.region_index(rows, t0, nb, cb)
+                y_ext = plan.select(stats, index, nb) @ features  # y'_i = S_r(i) ψ(τ q̂_i)  (m, nb, e, cb)
+                den = y_ext[..., :1, :]
+                denominator[rows, t0:t1] = den.reshape(den.shape[0], -1)
+                y = (y_ext[..., 1:, :] * (scale / den)).transpose(-2, -1)  # s y'[1:] / y'[0]  (m, nb, cb, dv)
+                out_rows[:, t0:t1] = y.reshape(y.shape[0], t1 - t0, plan.value_dim)
+            if layout is not None:
+                out3[rows] = plan.to_rows(out_rows, rows)
+        out = out3.view(v.shape)
+        ctx.save_for_backward(q, k, v, temperature, out, denominator, stats_all)
+        ctx.layout, ctx.scale = layout, scale
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, temperature, key_weight, chunk_region, out, denominator = ctx.saved_tensors
-        num_regions, scale, chunk, rows_per_block = ctx.config
-        batch, (num_tokens, head_dim), width = q.shape[:-2], q.shape[-2:], v.shape[-1] + 1
-        psi, bufs = feature_map(head_dim, q.device), _Buffers(q)
-        need_q, need_k, need_v, need_tau = ctx.needs_input_grad[:4]
-        tau = None if temperature is None else temperature.expand(batch + (1, 1))
-        grad_q = torch.empty_like(q) if need_q else None
-        grad_k = torch.empty_like(k) if need_k else None
-        grad_v = torch.empty_like(v) if need_v else None
-        grad_tau = q.new_zeros(batch + (1, 1)) if need_tau else None
-        chunks = _token_chunks(num_tokens, chunk)
-        for rows in _row_slices(batch[0], rows_per_block):
-            stats = _key_statistics(k, v, key_weight, chunk_region, num_regions, rows, chunks, psi, bufs)
-            query_weights = _VjpWeights(psi, stats, chunk_region, rows)
-            grad_stats = torch.zeros_like(stats)
-            for j, tokens in chunks:
-                g, y = grad_out[rows, ..., tokens, :], out[rows, ..., tokens, :]
-                inv_den = 1 / denominator[rows, ..., tokens, None]
-                grad_y_ext = bufs.get('dz', g.shape[:-1] + (width, ))  # dL/dy' = [-(g·y)/y'_0, s g / y'_0]
-                torch.mul((g * y).sum(-1, keepdim=True), -inv_den, out=grad_y_ext[..., :1])
-                torch.mul(g, scale * inv_den, out=grad_y_ext[..., 1:])
-                q_unit, q_norm = _unit_columns(q[rows, ..., tokens, :].transpose(-2, -1))  # q̂ (m, ..., d, c)
-                q_hat = q_unit if tau is None else q_unit * tau[rows]
-                features = psi(q_hat, bufs.get('psi', q_hat.shape[:-2] + (psi.width, q_hat.shape[-1])))
-                # dS_r += Σ_i ψ(q̂_i) dz_iᵀ
-                _add_to_region(grad_stats, features @ grad_y_ext, chunk_region, rows, j)
-                if need_q or need_tau:  # dq̂ = W(S_r)ᵀ [dz; dz⊠q̂]
-                    vjp_shape = q_hat.shape[:-2] + (width * (1 + head_dim), q_hat.shape[-1])
-                    inputs = _vjp_inputs(grad_y_ext.transpose(-2, -1), q_hat, bufs.get('vjp', vjp_shape))
-                    grad_q_hat = query_weights(j) @ inputs  # (m, ..., d, c)
-                    if need_tau:  # dτ = Σ dq̂·q̂/τ
-                        grad_tau[rows] += (grad_q_hat * q_unit).sum((-2, -1), keepdim=True)
-                    if need_q:
-                        grad_unit = grad_q_hat if tau is None else grad_q_hat * tau[rows]
-                        grad_q[rows, ..., tokens, :] = _unit_columns_vjp(q_unit, q_norm, grad_unit).transpose(-2, -1)
-            if not (need_k or need_v):
-                continue
-            psi.apply_weight(grad_stats)  # G = dL/d(Σ_j ψ(k̂_j) v'_jᵀ) = C dS
-            key_weights = _VjpWeights(psi, grad_stats, chunk_region, rows)
-            for j, tokens in chunks:
-                k_unit, k_norm = _unit_columns(k[rows, ..., tokens, :].transpose(-2, -1))
-                values = _weighted_values(v[rows, ..., tokens, :], key_weight, rows, tokens, bufs)
-                if need_v:  # dv'_j = ψ(k̂_j)ᵀ G_r(j)
-                    features = psi(k_unit, bufs.get('psi', k_unit.shape[:-2] + (psi.width, k_unit.shape[-1])))
-                    region_grad = _region_entry(grad_stats, chunk_region, rows, j)
-                    grad_v_ext = features.transpose(-2, -1) @ region_grad
-                    if key_weight is None:
-                        grad_v[rows, ..., tokens, :] = grad_v_ext[..., 1:]
-                    else:  # v' = [w, w v]: dv = w dv'[1:], 0 in the padding
-                        weight = _key_weight(key_weight, rows, tokens)[..., None]
-                        torch.mul(grad_v_ext[..., 1:], weight, out=grad_v[rows, ..., tokens, :])
-                if need_k:  # dk̂ = W(G_r)ᵀ [v'; v'⊠k̂]
-                    vjp_shape = k_unit.shape[:-2] + (width * (1 + head_dim), k_unit.shape[-1])
-                    inputs = _vjp_inputs(values.transpose(-2, -1), k_unit, bufs.get('vjp', vjp_shape))
-                    grad_k_hat = key_weights(j) @ inputs
-                    grad_k[rows, ..., tokens, :] = _unit_columns_vjp(k_unit, k_norm, grad_k_hat).transpose(-2, -1)
-        if need_tau:
-            grad_tau = grad_tau.sum_to_size(temperature.shape)
-        return grad_q, grad_k, grad_v, grad_tau, None, None, None, None, None, None
+        q, k, v, temperature, out, denominator, stats_all = ctx.saved_tensors
+        return efficient_backward(ctx, grad_out, q, k, v, temperature, out, denominator, stats_all)[:4] + (None, ) * (
+            len(ctx.needs_input_grad) - 4)
 
 
-def _key_statistics(k, v, key_weight, chunk_region, num_regions, rows, chunks, psi, bufs):
-    """S_r = C Σ_{j in r} ψ(k̂_j) v'_jᵀ for one row slice: (m, ..., R, width, 1 + dv)."""
-    stats = k.new_zeros(k[rows].shape[:-2] + (num_regions, psi.width, v.shape[-1] + 1))
-    for j, tokens in chunks:
-        features = psi.of_tokens(k[rows, ..., tokens, :], bufs)  # ψ(k̂) (m, ..., width, c)
-        values = _weighted_values(v[rows, ..., tokens, :], key_weight, rows, tokens, bufs)
-        _add_to_region(stats, features @ values, chunk_region, rows, j)
-    return psi.apply_weight(stats)
+def efficient_backward(ctx, grad_out, q, k, v, temperature, out, denominator, stats_all):
+    """(dq, dk, dv, dτ) of :class:`TaylorShiftEfficient` (also the Triton form's backward: stats_all may be None,
+    then S is recomputed)."""
+    layout, scale = ctx.layout, ctx.scale
+    need_q, need_k, need_v, need_tau = ctx.needs_input_grad[:4]
+    plan = Plan(q, v, layout)
+    q3, k3, v3 = (rows3(t, plan) for t in (q, k, v))
+    out3, grad3 = rows3(out, plan), rows3(grad_out, plan)
+    tau = plan.tau_rows(temperature, q3)
+    d, e, psi = plan.head_dim, plan.value_dim + 1, plan.psi
+    grad_q = torch.empty_like(q3) if need_q else None
+    grad_k = torch.empty_like(k3) if need_k else None
+    grad_v = torch.empty_like(v3) if need_v else None
+    grad_tau = q3.new_zeros(plan.rows, 1, 1, 1) if need_tau else None
+    blocks = plan.token_blocks()
 
+    def padded(grad, name, rows):  # gradient rows in the padded layout (written block by block)
+        return grad[rows] if layout is None else plan.bufs.get(name, (rows.stop - rows.start, plan.length,
+                                                                      grad.shape[-1]))
 
-class _VjpWeights:
-    """W(S_r)ᵀ for chunk j's region: computed once per row slice without regions, per chunk with them."""
+    def put(grad_rows, part, t0, t1):  # part (m, nb, f, cb) -> grad_rows[:, t0:t1] (m, t, f)
+        grad_rows[:, t0:t1] = part.transpose(-2, -1).reshape(part.shape[0], t1 - t0, part.shape[-2])
 
-    def __init__(self, psi, stats, chunk_region, rows):
-        self.psi, self.stats, self.chunk_region, self.rows = psi, stats, chunk_region, rows
-        self.shared = psi.vjp_weights(stats[..., 0, :, :]).transpose(-2, -1) if chunk_region is None else None
-
-    def __call__(self, j):
-        if self.shared is not None:
-            return self.shared
-        region_stats = _region_entry(self.stats, self.chunk_region, self.rows, j)
-        return self.psi.vjp_weights(region_stats).transpose(-2, -1)
-
-
-def _weighted_values(v_rows, key_weight, rows, tokens, bufs):
-    """v' = [w, v]: column 0 counts the keys (the denominator), 0 for padding."""
-    values = bufs.get('values', v_rows.shape[:-1] + (v_rows.shape[-1] + 1, ), init=lambda b: b[..., 0].fill_(1))
-    if key_weight is None:
-        values[..., 1:] = v_rows
-    else:
-        weight = _key_weight(key_weight, rows, tokens)
-        values[..., 0] = weight
-        torch.mul(v_rows, weight[..., None], out=values[..., 1:])  # w v: padding slots hold a copy of token 0
-    return values
-
-
-def _key_weight(key_weight, rows, tokens):
-    return key_weight[rows if key_weight.shape[0] > 1 else slice(None), ..., tokens]
-
-
-def _chunk_region_index(chunk_region, rows, j, like):
-    """The region index of chunk j for every row of the block, shaped (m, ..., 1, a, b) for ``like``."""
-    index = chunk_region[rows if chunk_region.shape[0] > 1 else slice(None), ..., j]
-    return index.expand(like.shape[:-3])[..., None, None, None].expand(like.shape[:-3] + (1, ) + like.shape[-2:])
-
-
-def _add_to_region(stats, part, chunk_region, rows, j):
-    """S_r(chunk j) += part, for every row of the block."""
-    if chunk_region is None:
-        stats[..., 0, :, :] += part
-    else:
-        stats.scatter_add_(-3, _chunk_region_index(chunk_region, rows, j, stats), part[..., None, :, :])
-
-
-def _region_entry(per_region, chunk_region, rows, j):
-    """The (..., R, a, b) entry of chunk j's region for every row of the block: (m, ..., a, b)."""
-    if chunk_region is None:
-        return per_region[..., 0, :, :]
-    return per_region.gather(-3, _chunk_region_index(chunk_region, rows, j, per_region))[..., 0, :, :]
+    for rows in plan.row_blocks():
+        m = rows.stop - rows.start
+        stats = _key_statistics(plan, k3, v3, rows) if stats_all is None else stats_all[rows]
+        query_weights = _vjp_weights(plan, stats) if need_q or need_tau else None  # W(S_r)ᵀ once per region
+        grad_stats = q3.new_zeros(stats.shape)
+        dq_rows = padded(grad_q, 'dq', rows) if need_q else None
+        for t0, t1, nb, cb in blocks:
+            g = plan.tokens(grad3, rows, t0, t1, nb, cb)  # (m, nb, dv, cb)
+            y = plan.tokens(out3, rows, t0, t1, nb, cb)
+            inv_den = denominator[rows, t0:t1].view(m, nb, 1, cb).reciprocal()
+            weight = plan.weight(rows, t0, t1, nb, cb)
+            if weight is not None:
+                inv_den = inv_den * weight  # padding slots: no gradient
+            dz = plan.bufs.get('dz', (m, nb, e, cb))  # dL/dy' = [-(g·y)/y'_0, s g / y'_0]
+            torch.mul((g * y).sum(-2, keepdim=True), -inv_den, out=dz[..., :1, :])
+            torch.mul(g, scale * inv_den, out=dz[..., 1:, :])
+            features, q_unit, q_norm = plan.features(plan.tokens(q3, rows, t0, t1, nb, cb), 'psi',
+                                                     None if tau is None else tau[rows])
+            index = plan.region_index(rows, t0, nb, cb)
+            plan.add(grad_stats, dz @ features.transpose(-2, -1), index)  # dS_r += Σ_i dz_i ψ(τ q̂_i)ᵀ
+            if need_q or need_tau:  # d(τq̂) = W(S_r)ᵀ [dz; dz⊠τq̂]
+                q_hat = features[..., 1:d + 1, :]
+                inputs = _vjp_inputs(dz, q_hat, plan.bufs.get('vjp', (m, nb, e * (1 + d), cb)))
+                grad_q_hat = plan.select(query_weights, index, nb) @ inputs  # (m, nb, d, cb)
+                if need_tau:  # dτ = Σ d(τq̂)·q̂
+                    grad_tau[rows] += (grad_q_hat * q_unit).sum((1, 2, 3), keepdim=True)
+                if need_q:
+                    grad_unit = grad_q_hat if tau is None else grad_q_hat * tau[rows]
+                    put(dq_rows, _unit_columns_vjp(q_unit, q_norm, grad_unit), t0, t1)
+        if need_q and layout is not None:
+            grad_q[rows] = plan.to_rows(dq_rows, rows)
+        if not (need_k or need_v):
+            continue
+        grad_stats.mul_(psi.weight.to(grad_stats.dtype))  # G = dL/d(Σ_j v'_j ψ(k̂_j)ᵀ) = C dS
+        key_weights = _vjp_weights(plan, grad_stats) if need_k else None
+        dk_rows = padded(grad_k, 'dk', rows) if need_k else None
+        dv_rows = padded(grad_v, 'dv', rows) if need_v else None
+        for t0, t1, nb, cb in blocks:
+            features, k_unit, k_norm = plan.features(plan.tokens(k3, rows, t0, t1, nb, cb), 'psi')
+            values = plan.values(v3, rows, t0, t1, nb, cb)
+            index = plan.region_index(rows, t0, nb, cb)
+            if need_v:  # dv'_j = G_r(j) ψ(k̂_j); dv = w dv'[1:]
+                grad_values = plan.select(grad_stats, index, nb) @ features  # (m, nb, e, cb)
+                weight = plan.weight(rows, t0, t1, nb, cb)
+                put(dv_rows, grad_values[..., 1:, :] if weight is None else grad_values[..., 1:, :] * weight, t0, t1)
+            if need_k:  # dk̂ = W(G_r)ᵀ [v'; v'⊠k̂]
+                inputs = _vjp_inputs(values, k_unit, plan.bufs.get('vjp', (m, nb, e * (1 + d), cb)))
+                grad_k_hat = plan.select(key_weights, index, nb) @ inputs
+                put(dk_rows, _unit_columns_vjp(k_unit, k_norm, grad_k_hat), t0, t1)
+        if layout is not None:
+            if need_k:
+                grad_k[rows] = plan.to_rows(dk_rows, rows)
+            if need_v:
+                grad_v[rows] = plan.to_rows(dv_rows, rows)
+    if need_tau:
+        grad_tau = grad_tau.view(plan.batch + (1, 1)).sum_to_size(temperature.shape)
+    return (None if grad_q is None else grad_q.view(q.shape), None if grad_k is None else grad_k.view(k.shape),
+            None if grad_v is None else grad_v.view(v.shape), grad_tau)

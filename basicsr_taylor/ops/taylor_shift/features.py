@@ -107,5 +107,6 @@ class MonomialFeatures:
 
 @cache_unless_tracing(maxsize=32)
 def feature_map(head_dim, device):
-    """The :class:`MonomialFeatures` of a head dim on a device (cached; built afresh while tracing)."""
-    return MonomialFeatures(head_dim, device)
+    """The efficient form's ψ: one group per row, exactly d(d+1)/2 quadratic features (its blocks are large, so
+    the op count per block no longer matters). Cached; built afresh while tracing."""
+    return MonomialFeatures(head_dim, device, num_groups=head_dim)

@@ -36,6 +36,26 @@ def crossover_tokens(head_dim):
     return head_dim * head_dim + head_dim + 1
 
 
+# form="auto": the efficient form from N0 = a·d + b tokens on, measured (docs/benchmarks.md, "auto"): 1 thread,
+# the fastest of direct and efficient at d = 16 and 30, N = 64 ... 576, with and without gradients
+AUTO_THRESHOLDS = {('cpu', False): (10, 30), ('cpu', True): (7, 15)}
+
+
+def auto_threshold(device_type, head_dim, needs_grad):
+    """Tokens from which form="auto" takes the efficient form: measured on CPU (AUTO_THRESHOLDS); elsewhere
+    (not measured yet) the FLOP crossover N0 = d² + d + 1."""
+    slope_intercept = AUTO_THRESHOLDS.get((device_type, bool(needs_grad)))
+    if slope_intercept is None:
+        return crossover_tokens(head_dim)
+    slope, intercept = slope_intercept
+    return slope * head_dim + intercept  # N0 = a·d + b
+
+
+def auto_form(device_type, head_dim, num_tokens, needs_grad):
+    """The form "auto" runs: "direct" below auto_threshold, "efficient" from it on."""
+    return 'direct' if num_tokens < auto_threshold(device_type, head_dim, needs_grad) else 'efficient'
+
+
 @contextlib.contextmanager
 def exportable(enabled=True):
     """Within the block, :func:`taylor_shift_attention` uses the traceable naive forms (for graph export)."""
@@ -64,8 +84,9 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
             (B, 1, N) for per-window ids shared by all heads). Query i attends only to keys j with
             regions[i] == regions[j].
         form: "direct", "efficient", "triton" (CUDA, or CPU under TRITON_INTERPRET=1) or "auto" (direct
-            below N0 = d² + d + 1 tokens, efficient from N0 on). While exporting, "auto", "direct" and
-            "efficient" run the naive forms (region ids then in 0..3).
+            below a measured token count, efficient from it on: :func:`auto_threshold`). While exporting,
+            "auto", "direct" and "efficient" run the naive forms (region ids then in 0..3; "auto" by the FLOP
+            rule N0 = d² + d + 1).
         output_norm: multiply the output by sqrt(N/d), as in all of the TaylorShift paper's models.
 
     Returns:
@@ -79,8 +100,12 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
     compute_dtype = torch.float32 if q.dtype in _HALF_DTYPES else q.dtype
     if num_tokens == 0:  # nothing to attend to (as scaled_dot_product_attention)
         return v.new_empty(v.shape, dtype=out_dtype)
-    if form == 'auto':
+    if form == 'auto' and is_exportable():  # the graph must not depend on the device: the FLOP rule
         form = 'direct' if num_tokens < crossover_tokens(head_dim) else 'efficient'
+    elif form == 'auto':
+        inputs = (q, k, v) if temperature is None else (q, k, v, temperature)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+        form = auto_form(q.device.type, head_dim, num_tokens, needs_grad)
     scale = math.sqrt(num_tokens / head_dim) if output_norm else 1.0  # y · sqrt(N/d)
 
     with torch.autocast(device_type=q.device.type, enabled=False):

@@ -1,7 +1,50 @@
-"""Tokens sorted by region id into blocks that each hold one region: exact masks at no extra cost."""
+"""Tokens sorted by region id into chunks that each hold one region: exact masks at no extra cost.
+
+A shifted window's regions (SwinIR's masks) become runs of whole chunks; the efficient form keeps one set of key
+statistics per region and gives every chunk its own region's. The layout of a set of ids is cached (it costs a
+sort and a host sync; a network passes the same ids on every call).
+"""
 import math
 
 import torch
+
+from ...utils.tracing import is_tracing
+
+MIN_CHUNK = 8  # region chunks: a divisor of the region sizes' gcd in [MIN_CHUNK, MAX_CHUNK], else MIN_CHUNK
+MAX_CHUNK = 1024
+LAYOUT_CACHE_SIZE = 16
+_layout_cache = {}
+
+
+def choose_chunk(num_tokens, granule=None, multiple=1):
+    """Tokens per region chunk (every chunk holds one region; each region is padded to whole chunks).
+
+    ``granule``: the gcd of the region sizes. The largest divisor of it in [MIN_CHUNK, MAX_CHUNK] that is a
+    multiple of ``multiple`` (no padding at all), else the smallest multiple of ``multiple`` >= MIN_CHUNK.
+    """
+    if granule:
+        fits = [c for c in range(multiple, min(granule, MAX_CHUNK) + 1, multiple)
+                if granule % c == 0 and c >= MIN_CHUNK]
+        if fits:
+            return fits[-1]
+    return -(-min(MIN_CHUNK, max(num_tokens, 1)) // multiple) * multiple
+
+
+
+def region_layout(regions, token_shape, multiple=1):
+    """:class:`RegionLayout` of ``regions`` for inputs of shape token_shape + (d,), cached by the ids' values
+    (the layout costs a sort and a host sync; the network passes the same ids on every call)."""
+    build = lambda: RegionLayout(regions, token_shape, lambda granule: choose_chunk(token_shape[-1], granule,
+                                                                                    multiple))
+    if is_tracing():
+        return build()
+    key = (tuple(regions.shape), regions.dtype, regions.device, tuple(token_shape), multiple, MIN_CHUNK, MAX_CHUNK,
+           regions.detach().cpu().numpy().tobytes())
+    layout = _layout_cache.pop(key, None) or build()
+    _layout_cache[key] = layout  # most recent last
+    while len(_layout_cache) > LAYOUT_CACHE_SIZE:
+        _layout_cache.pop(next(iter(_layout_cache)))
+    return layout
 
 
 class RegionLayout:
@@ -46,6 +89,7 @@ class RegionLayout:
         self.source = source.reshape(lead + (length, ))
         self.slot = slot.reshape(lead + (num_tokens, ))
         self.shared_inside_rows = all(size == 1 for size in lead[1:])  # one layout per index of dim 0
+        self._rows = {}
 
     def _take(self, t, index):
         """Rows t[..., index[..., i], :] for every i: (..., n, f) -> (..., len(index), f)."""
@@ -67,4 +111,16 @@ class RegionLayout:
     def from_blocks(self, t):
         """(..., length, f) -> (..., N, f)."""
         return self._take(t, self.slot)
+
+    def for_rows(self, batch):
+        """The layout per flattened row of a (batch..., N) input: (gather (rows, L) flat indices into (rows·N)
+        tokens, slot (rows, N), key_weight (rows, L), chunk_region (rows, L / chunk)); cached per batch shape."""
+        batch = tuple(batch)
+        if batch not in self._rows:
+            rows, num_tokens = math.prod(batch), self.slot.shape[-1]
+            flat = lambda t: t.expand(batch + t.shape[-1:]).reshape(rows, t.shape[-1])
+            offsets = torch.arange(rows, device=self.slot.device)[:, None] * num_tokens
+            self._rows[batch] = (flat(self.source) + offsets, flat(self.slot), flat(self.key_weight),
+                                 flat(self.chunk_region))
+        return self._rows[batch]
 

@@ -8,10 +8,10 @@ Two kernels, each normalising q / k on the fly and never writing features to mem
 - ``_query_kernel``, one program per (row, block of BLOCK_N tokens): for its region r,
   y'_i = S0 + q̂_i S1 + ½ Σ_a q̂_ia q̂_i S2[a]  and  y_i = s · y'_i[1:] / y'_i[0].
 
-Regions use the same sorted, padded layout as the PyTorch efficient form (``RegionLayout``) with chunks of
-BLOCK_N tokens, so every token block has one region. Computes in float32 (tl.dot with IEEE precision).
-Runs on CUDA, and on CPU under TRITON_INTERPRET=1 (slow, for tests only). The backward pass is
-:class:`TaylorShiftEfficient`'s, with the block size it uses on the device (``efficient.tokens_per_block``).
+Regions use the same sorted, padded layout as the PyTorch efficient form (``regions.region_layout``, chunks as
+multiples of BLOCK_N), so every token block has one region. The backward pass is the efficient form's, with its
+block sizes (``blocks.block_plan``). Computes in float32 (tl.dot with IEEE precision). Runs on CUDA, and on CPU
+under TRITON_INTERPRET=1 (slow, for tests only).
 """
 import math
 import os
@@ -20,8 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .efficient import TaylorShiftEfficient, tokens_per_block
-from .regions import RegionLayout
+from .efficient import efficient_backward
+from .regions import region_layout
 
 BLOCK_N = 32  # tokens per program / per loop step (tl.dot needs >= 16)
 
@@ -144,20 +144,26 @@ def triton_forward(q, k, v, temperature, key_weight, chunk_region, num_regions, 
 
 
 class TaylorShiftTriton(torch.autograd.Function):
-    """Forward by the Triton kernels; backward by :class:`TaylorShiftEfficient`'s (same saved tensors)."""
+    """Forward by the Triton kernels; backward by the efficient form's (``efficient.efficient_backward``, S
+    recomputed)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk):
-        out, denominator = triton_forward(q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk)
-        block_tokens = tokens_per_block(q.device, needs_grad=True)  # the efficient form's backward, its blocks
-        rows_per_block = TaylorShiftEfficient.rows_per_block(q.shape, chunk, block_tokens)
-        ctx.save_for_backward(q, k, v, temperature, key_weight, chunk_region, out, denominator)
-        ctx.config = (num_regions, scale, chunk, rows_per_block)
+    def forward(ctx, q, k, v, temperature, layout, scale):
+        if layout is None:
+            out, denominator = triton_forward(q, k, v, temperature, None, None, 1, scale, BLOCK_N)
+        else:
+            q_blocks, k_blocks, v_blocks = (layout.to_blocks(t) for t in (q, k, v))
+            out, denominator = triton_forward(q_blocks, k_blocks, v_blocks, temperature, layout.key_weight,
+                                              layout.chunk_region, layout.num_regions, scale, layout.chunk)
+            out = layout.from_blocks(out)
+        ctx.save_for_backward(q, k, v, temperature, out, denominator.reshape(-1, denominator.shape[-1]))
+        ctx.layout, ctx.scale = layout, scale
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        return TaylorShiftEfficient.backward(ctx, grad_out)[:9]  # no block_tokens input here
+        q, k, v, temperature, out, denominator = ctx.saved_tensors
+        return efficient_backward(ctx, grad_out, q, k, v, temperature, out, denominator, None) + (None, None)
 
 
 def taylor_shift_triton(q, k, v, temperature, regions, scale):
@@ -167,10 +173,5 @@ def taylor_shift_triton(q, k, v, temperature, regions, scale):
                            "before importing basicsr_taylor to run the kernels in Triton's interpreter (slow)")
     if q.dim() == 2:
         return taylor_shift_triton(q[None], k[None], v[None], temperature, regions, scale)[0]
-    if regions is None:
-        return TaylorShiftTriton.apply(q, k, v, temperature, None, None, 1, scale, BLOCK_N)
-    layout = RegionLayout(regions, q.shape[:-1], lambda granule: BLOCK_N)
-    q_blocks, k_blocks, v_blocks = (layout.to_blocks(t) for t in (q, k, v))
-    out = TaylorShiftTriton.apply(q_blocks, k_blocks, v_blocks, temperature, layout.key_weight, layout.chunk_region,
-                                  layout.num_regions, scale, layout.chunk)
-    return layout.from_blocks(out)
+    layout = None if regions is None else region_layout(regions, q.shape[:-1], multiple=BLOCK_N)
+    return TaylorShiftTriton.apply(q, k, v, temperature, layout, scale)
