@@ -2,8 +2,11 @@
 
 Suites (all on one device, side by side in one run):
   op       attention op on a batch of windows: SwinIR's explicit softmax (N×N with relative position bias),
-           torch's scaled_dot_product_attention, TaylorShift direct / efficient (/ triton on CUDA);
-           N = 8², 16², 24², 32², 48², 64² tokens, head dim 30 (and 16, 32), forward and forward+backward.
+           torch's scaled_dot_product_attention, TaylorShift direct / efficient (/ triton, flex on CUDA), and on
+           CUDA FlexAttention with the relative position bias as a score_mod (the fair large-window softmax);
+           N = 8², 16², 24², 32², 48², 64² tokens, head dim 30 (and 16, 32), forward and forward+backward;
+           at windows 24, 32, 48 also with SwinIR's shifted-window mask (" +shift": -100 mask, a block mask
+           for flex, regions for TaylorShift).
   model    whole networks, same width and depth (embed 180, 6 RSTB × 6 blocks, 6 heads, mlp 2, pixelshuffle
            x2): BasicSR's SwinIR at window 8 and 48, TaylorSwinIR at window 48; inference on LR 64², 96²,
            128² (CPU; up to 512² on CUDA) and one training step (L1 + Adam) at the recipe's LR patch 48,
@@ -45,6 +48,8 @@ def parse_args(argv=None):
     parser.add_argument('--suites', default='op,model,scaling', help='comma-separated: op, model, scaling')
     parser.add_argument('--quick', action='store_true', help='tiny sizes (a smoke test, seconds)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'],
+                        help='q, k, v dtype of the op suite (the issue\'s GPU targets: bfloat16)')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     parser.add_argument('--repeats', type=int, default=3, help='timed runs per configuration (median)')
     parser.add_argument('--slow-repeats', type=int, default=1,

@@ -415,6 +415,44 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
     assert not list(out.glob('tmp*'))  # no half-written files left
 
 
+def test_benchmark_flex_bias_baseline_equals_swinir_softmax_on_the_cpu():
+    """The benchmark's Flex + relative position bias score_mod (+ region block mask) against SwinIR's explicit
+    softmax with its gathered bias (+ -100 mask), forward (the suite runs it on CUDA only)."""
+    from basicsr_taylor.ops.taylor_shift import flex
+    if not flex.available():
+        pytest.skip('torch without FlexAttention')
+    load_benchmark()
+    from benchmarking import suites
+    gen = torch.Generator().manual_seed(8)
+    side, windows, heads, d = 4, 4, 2, 8
+    n = side * side
+    q, k, v = (torch.randn(windows, heads, n, d, generator=gen, dtype=torch.float64) for _ in range(3))
+    table = torch.randn((2 * side - 1)**2, heads, generator=gen, dtype=torch.float64)
+    index = suites.relative_position_index(side)
+    regions = suites.window_region_ids(side, windows, torch.device('cpu'))
+    assert regions.shape == (windows, n) and len(regions[-1].unique()) == 4  # the last window has 4 regions
+    mask = ((regions[:, None, :, None] != regions[:, None, None, :]) * -100.0).double()
+    score_mod = suites.relative_bias_score_mod(table, side)
+    with torch.no_grad():
+        for add_mask in (None, mask):
+            block_mask = None if add_mask is None else flex.region_block_mask(regions[:, None], (windows, heads), n,
+                                                                              q.device)
+            out = flex.run_flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
+            expected = suites.softmax_explicit(q, k, v, table, index, add_mask)
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+
+
+def test_benchmark_op_configs_add_shifted_windows_at_large_windows_only():
+    load_benchmark()
+    from benchmarking import suites
+    cpu = torch.device('cpu')
+    full = suites.op_configs(False, cpu)
+    assert {side for _, side, shifted, _, _ in full if shifted} == {24, 32, 48}
+    assert not {name for *_, name in full} & {'flex_bias', 'taylor_flex', 'taylor_triton'}  # CUDA only
+    quick = suites.op_configs(True, cpu)
+    assert len(quick) == 24 and {side for _, side, shifted, _, _ in quick if shifted} == {8}
+
+
 def test_benchmark_rejects_unknown_suites():
     bench = load_benchmark()
     with pytest.raises(SystemExit):

@@ -41,6 +41,14 @@ def target_rows(records, device):
             best = min((r for r in candidates if r and r['status'] == 'ok'), key=lambda r: r['time_s'], default=taylor)
             rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) time / SDPA',
                          _ratio(best, sdpa, 'time_s'), 1.0))
+            # issue 11 (bfloat16 inputs: --dtype bfloat16): against SDPA and FlexAttention with the bias
+            flex_bias = _lookup(records, method='flex_bias', **op)
+            rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) time / SDPA (issue 11)',
+                         _ratio(best, sdpa, 'time_s'), 0.5))
+            rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) time / Flex + relative bias',
+                         _ratio(best, flex_bias, 'time_s'), 0.3))
+            rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) peak memory / SDPA',
+                         _ratio(best, sdpa, 'peak_mb'), 1.0))
     sizes = [96, 128] if device.type == 'cpu' else [96, 128, 256, 512]
     for size in sizes:
         key = dict(suite='model', mode='inference', lr_size=size)
