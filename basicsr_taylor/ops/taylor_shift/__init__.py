@@ -5,7 +5,9 @@
     features.py        the feature maps Φ / ψ of p(x) = 1 + x + x²/2
     regions.py         RegionLayout: tokens sorted by region into one-region blocks
     efficient.py       the blocked autograd Function (linear in N), its block sizes
-    triton_kernels.py  the efficient form's forward as Triton kernels (CUDA; imported only for form="triton")
+    triton_kernels.py  the efficient form as fused Triton kernels, forward and backward (CUDA; imported only for
+                       form="triton")
+    flex.py            the direct form by torch's FlexAttention (imported only for form="flex")
 """
 from .features import taylor_feature_dim
 from .interface import FORMS, crossover_tokens, exportable, is_exportable, taylor_shift_attention

@@ -2,8 +2,9 @@
 
 Per row (a batch × head entry) and region r, with x̂ = x / max(|x|, eps), q = τ q̂ and v' = [1, v]:
 
-    statistics   S0 = Σ_j v'_j,  S1 = Σ_j k̂_j v'_jᵀ,  S2[a] = Σ_j k̂_ja k̂_j v'_jᵀ   (j in r; d×E, E = 1 + dv)
-    apply        y'_i = S0 + q_iᵀ S1 + ½ Σ_a q_ia q_iᵀ S2[a]  (= Σ_j p(q_i·k̂_j) v'_j),  y_i = s y'_i[1:] / y'_i[0]
+    statistics   S0 = Σ_j v'_j,  S1 = Σ_j k̂_j v'_jᵀ,  S2[a] = Σ_j k̂_ja k̂_j v'_jᵀ  (j in r, E = 1 + dv)
+    apply        y'_i = S0 + q_iᵀ S1 + ½ Σ_a q_ia q_iᵀ S2[a]  (= Σ_j p(q_i·k̂_j) v'_j)
+    output       y_i = s y'_i[1:] / y'_i[0]
     gradient     G(x, S, u) = S1 u + Σ_a x_a S2[a] u          (= Σ_j p'(x·k̂_j) (u·v'_j) k̂_j, p' = 1 + x)
 
 The backward pass is the same two kernels with the roles swapped (dz = dL/dy'):
