@@ -2,8 +2,11 @@
 
 Suites (all on one device, side by side in one run):
   op       attention op on a batch of windows: SwinIR's explicit softmax (N×N with relative position bias),
-           torch's scaled_dot_product_attention, TaylorShift direct / efficient (/ triton on CUDA);
-           N = 8², 16², 24², 32², 48², 64² tokens, head dim 30 (and 16, 32), forward and forward+backward.
+           torch's scaled_dot_product_attention, TaylorShift direct / efficient (/ triton, flex on CUDA), and on
+           CUDA FlexAttention with the relative position bias as a score_mod (the fair large-window softmax);
+           N = 8², 16², 24², 32², 48², 64² tokens, head dim 30 (and 16, 32), forward and forward+backward;
+           at windows 24, 32, 48 also with SwinIR's shifted-window mask (" +shift": -100 mask, a block mask
+           for flex, regions for TaylorShift).
   model    whole networks, same width and depth (embed 180, 6 RSTB × 6 blocks, 6 heads, mlp 2, pixelshuffle
            x2): BasicSR's SwinIR at window 8 and 48, TaylorSwinIR at window 48; inference on LR 64², 96²,
            128² (CPU; up to 512² on CUDA) and one training step (L1 + Adam) at the recipe's LR patch 48,
@@ -63,7 +66,7 @@ def parse_args(argv=None):
     parser.add_argument('--op-sides', type=ints, default=None, help='op suite: window sides, e.g. 24,32,48,64')
     parser.add_argument('--op-dims', type=ints, default=None, help='op suite: head dims, e.g. 30')
     parser.add_argument('--dtypes', type=lambda t: t.split(','), default=['float32'],
-                        help='op suite: input dtypes, e.g. float32,bfloat16')
+                        help='op suite: q, k, v dtypes, e.g. float32,bfloat16 (the GPU targets: bfloat16)')
     parser.add_argument('--model-sizes', type=ints, default=None, help='model suite: LR sizes, e.g. 256,512')
     parser.add_argument('--replot', metavar='CSV', default=None,
                         help='only rebuild results.md and the plots in --out from an earlier results.csv')

@@ -6,7 +6,6 @@ trained through BasicSR's pipeline. Prints the option file's path; the caller st
     python scripts/gpu_train_check.py ... --tiny      # CPU smoke test: a small network, 2 iterations
 """
 import argparse
-import os
 import os.path as osp
 import sys
 

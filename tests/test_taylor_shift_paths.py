@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from basicsr_taylor import taylor_shift_attention
+from basicsr_taylor.ops.taylor_shift import FORMS
 from basicsr_taylor.archs.shifted_windows import shifted_region_ids
 from basicsr_taylor.ops.taylor_shift import blocks, efficient, taylor_feature_dim
 from basicsr_taylor.ops.taylor_shift import regions as regions_module
@@ -250,41 +251,74 @@ def efficient_and_direct_peaks(n):
     return plain, with_regions, direct
 
 
-TRITON_CHECK = r'''
-import json, sys, torch
+TRITON_CHECK = r"""
+import json, torch
 from basicsr_taylor import taylor_shift_attention
 gen = torch.Generator().manual_seed(0)
-errors = {}
-for name, shape, regions in [
-        ('plain', (2, 2, 40, 5), None),
-        ('regions', (2, 2, 45, 6), torch.randint(0, 3, (2, 1, 45), generator=gen)),
-        ('shifted window, d=16, dv=8', (1, 2, 64, 16), None),
-        ('unbatched', (33, 4), torch.randint(0, 2, (33, ), generator=gen))]:
-    q, k = (torch.randn(shape, generator=gen).requires_grad_() for _ in range(2))
-    v = torch.randn(shape[:-1] + ((8, ) if shape[-1] == 16 else shape[-1:]), generator=gen).requires_grad_()
-    if name.startswith('shifted'):
-        rows = (torch.arange(8) >= 6).long()
-        regions = (2 * rows[:, None] + rows[None, :]).flatten().view(1, 1, 64)
-    tau = (torch.rand(shape[-3] if len(shape) > 2 else 1, 1, 1, generator=gen) + 0.5).requires_grad_()
+rows = (torch.arange(8) >= 4).long()
+shifted = (2 * rows[:, None] + rows[None, :]).flatten().view(1, 1, 64)  # an 8x8 window rolled by 4: 4 x 16 tokens
+# 2 regions in one row, 4 in the other: the first row's layout ends in padding blocks (the earlier forward kernel
+# counted them, and region 1 between, into region 0: error 1.4)
+uneven = torch.stack([torch.randint(0, 2, (45, ), generator=gen), torch.randint(0, 4, (45, ), generator=gen)])
+uneven = uneven.view(2, 1, 45)
+CASES = [  # name, q/k shape, dv, regions, dtype, temperature, v needs grad
+    ('plain N=40 d=5 dv=7', (2, 2, 40, 5), 7, None, torch.float32, True, True),
+    ('random regions, ids shared by heads', (2, 2, 45, 6), 6, torch.randint(0, 3, (2, 1, 45), generator=gen) * 7 - 5,
+     torch.float32, True, True),
+    ('2 regions in one row, 4 in the other', (2, 2, 45, 6), 3, uneven, torch.float32, True, True),
+    ('shifted window, per-head ids', (1, 2, 64, 6), 6, shifted.expand(1, 2, 64), torch.float32, True, True),
+    ('unbatched, no temperature, v without grad', (33, 4), 4, torch.randint(0, 2, (33, ), generator=gen),
+     torch.float32, False, False),
+    ('bfloat16 with regions', (2, 2, 40, 5), 7, torch.randint(0, 3, (2, 1, 40), generator=gen), torch.bfloat16,
+     True, True),
+    ('float16', (1, 2, 40, 5), 7, None, torch.float16, True, True),
+]
+report = {}
+for name, shape, dv, regions, dtype, with_tau, v_grad in CASES:
+    q, k = (torch.randn(shape, generator=gen).to(dtype).requires_grad_() for _ in range(2))
+    v = torch.randn(shape[:-1] + (dv, ), generator=gen).to(dtype).requires_grad_(v_grad)
+    tau = (torch.rand(shape[-3] if len(shape) > 2 else 1, 1, 1, generator=gen) + 0.5).requires_grad_() \
+        if with_tau else None
+    weight = torch.randn(shape[:-1] + (dv, ), generator=gen, dtype=torch.float64)
+    leaves = [t for t in (q, k, v, tau) if t is not None and t.requires_grad]
     res = []
-    for form in ('direct', 'triton'):
-        out = taylor_shift_attention(q, k, v, tau, regions, form=form)
-        grads = torch.autograd.grad((out * out.detach()).sum(), (q, k, v, tau))
+    for form in ('direct', 'triton'):  # the direct form in float64 on the same (rounded) inputs
+        args = [t.double() if form == 'direct' else t for t in (q, k, v)]
+        out = taylor_shift_attention(*args, tau, regions, form=form)
+        grads = torch.autograd.grad((out.double() * weight).sum(), leaves)
         res.append([out] + list(grads))
-    errors[name] = max(float((a - b).abs().max()) for a, b in zip(*res))
-print(json.dumps(errors))
-'''
+    (ref, *ref_grads), (got, *got_grads) = res
+    report[name] = dict(
+        dtype=str(got.dtype), grad_dtypes=[str(g.dtype) for g in got_grads], num_grads=len(got_grads),
+        finite=all(bool(torch.isfinite(t).all()) for t in [got] + got_grads),
+        error=max(float((b.double() - a).abs().max()) for a, b in zip([ref] + ref_grads, [got] + got_grads)),
+        scale=max(float(a.abs().max()) for a in [ref] + ref_grads))
+print(json.dumps(report))
+"""
 
 
 def test_triton_kernels_match_direct_in_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    """Forward and backward kernels against the float64 direct form: q, k, v and temperature gradients; regions
+    (rows with different region counts, per-head ids, a shifted window); N not a multiple of the block, d not a
+    power of 2, dv != d; half inputs read as they are (output and gradients in their dtype, finite, close)."""
+    env = dict(os.environ, TRITON_INTERPRET='1', OMP_NUM_THREADS='1',
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     result = subprocess.run([sys.executable, '-c', TRITON_CHECK], env=env, capture_output=True, text=True,
                             timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
-    errors = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(errors) == 4
-    for name, err in errors.items():
-        assert err < 1e-4, (name, err)  # float32 kernels
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(report) == 7
+    for name, r in report.items():
+        assert r['finite'], name
+        if r['dtype'] == 'torch.float32':
+            assert r['error'] < 1e-4, (name, r)  # float32 kernels
+        else:  # half inputs, float32 accumulation: output rounding only (bf16: 8 bits, fp16: 11 bits)
+            assert r['dtype'] in ('torch.bfloat16', 'torch.float16') and set(r['grad_dtypes']) <= {r['dtype'],
+                                                                                                  'torch.float32'}
+            ulp = 2**-8 if r['dtype'] == 'torch.bfloat16' else 2**-11
+            assert r['error'] < 4 * ulp * r['scale'], (name, r)
+    assert report['unbatched, no temperature, v without grad']['num_grads'] == 2
+    assert report['plain N=40 d=5 dv=7']['num_grads'] == 4
 
 
 def test_triton_form_without_cuda_or_interpreter_raises_a_clear_error(monkeypatch):
@@ -295,6 +329,99 @@ def test_triton_form_without_cuda_or_interpreter_raises_a_clear_error(monkeypatc
         pytest.skip('CUDA present')
     with pytest.raises(RuntimeError, match='TRITON_INTERPRET'):
         taylor_shift_attention(q, q, q, form='triton')
+
+
+FLEX_REGION_CASES = [  # name, q/k shape, dv, regions
+    ('plain N=40 d=5 dv=7', (2, 3, 40, 5), 7, None),
+    ('ids shared by heads', (2, 3, 45, 6), 6, 'per window'),
+    ('per-head ids', (2, 3, 45, 6), 4, 'per head'),
+    ('2 regions in one row, 4 in the other', (2, 3, 45, 6), 6, 'uneven'),
+    ('ids shared by the batch, unbatched-style (N,)', (2, 3, 45, 6), 6, 'shared'),
+    ('shifted 8x8 window', (2, 2, 64, 6), 6, 'shifted'),
+    ('(B, N, d)', (3, 33, 4), 4, 'per window'),
+    ('(B1, B2, H, N, d)', (2, 2, 3, 33, 6), 6, 'per window'),
+]
+
+
+def flex_regions(kind, shape, gen):
+    n = shape[-2]
+    if kind is None:
+        return None
+    if kind == 'per window':
+        return torch.randint(0, 3, shape[:-3] + (1, n), generator=gen) if len(shape) > 3 else \
+            torch.randint(0, 3, shape[:-1], generator=gen)
+    if kind == 'per head':
+        return torch.randint(0, 3, shape[:-1], generator=gen)
+    if kind == 'uneven':
+        return torch.stack([torch.randint(0, 2, (n, ), generator=gen), torch.randint(0, 4, (n, ), generator=gen)]).view(
+            2, 1, n)
+    if kind == 'shared':
+        return torch.randint(0, 3, (n, ), generator=gen)
+    return shifted_window_ids(8, 8, 4).view(1, 1, n)
+
+
+@pytest.mark.parametrize('name,shape,dv,kind', FLEX_REGION_CASES, ids=[c[0] for c in FLEX_REGION_CASES])
+def test_flex_form_matches_direct_on_the_cpu_forward(name, shape, dv, kind):
+    """FlexAttention with score_mod = log p and a same-region block mask equals the direct form (float64, CPU,
+    eager flex_attention: forward only, torch has no CPU backward for it)."""
+    from basicsr_taylor.ops.taylor_shift import flex
+    if not flex.available():
+        pytest.skip('torch without FlexAttention')
+    gen = torch.Generator().manual_seed(len(name))
+    q, k = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(shape[:-1] + (dv, ), generator=gen, dtype=torch.float64)
+    tau = torch.rand(shape[-3], 1, 1, generator=gen, dtype=torch.float64) + 0.5
+    regions = flex_regions(kind, shape, gen)
+    with torch.no_grad():
+        expected = taylor_shift_attention(q, k, v, tau, regions, form='direct')
+        out = taylor_shift_attention(q, k, v, tau, regions, form='flex')
+    assert out.shape == expected.shape == shape[:-1] + (dv, )
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+
+
+def test_flex_form_in_float32_and_half_on_the_cpu():
+    from basicsr_taylor.ops.taylor_shift import flex
+    if not flex.available():
+        pytest.skip('torch without FlexAttention')
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 2, 50, 8, generator=gen) for _ in range(3))
+    regions = torch.randint(0, 4, (2, 1, 50), generator=gen)
+    with torch.no_grad():
+        expected = taylor_shift_attention(q.double(), k.double(), v.double(), regions=regions, form='direct')
+        out = taylor_shift_attention(q, k, v, regions=regions, form='flex')
+        half = taylor_shift_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), regions=regions, form='flex')
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.double(), expected, rtol=0, atol=0.05)
+
+
+def test_flex_form_says_why_it_cannot_run(monkeypatch):
+    from basicsr_taylor.ops.taylor_shift import flex
+    assert 'flex' in FORMS
+    q = torch.randn(1, 1, 8, 4, requires_grad=True)
+    if flex.available() and not torch.cuda.is_available():  # torch: "FlexAttention does not support backward on CPU"
+        with pytest.raises(RuntimeError, match='no backward pass on cpu'):
+            taylor_shift_attention(q, q, q, form='flex')
+    monkeypatch.setattr(flex, 'flex_attention', None)
+    with pytest.raises(RuntimeError, match='torch >= 2.5'):
+        with torch.no_grad():
+            taylor_shift_attention(q, q, q, form='flex')
+
+
+def test_taylor_swinir_runs_with_the_flex_form():
+    from basicsr_taylor import TaylorSwinIR
+    from basicsr_taylor.ops.taylor_shift import flex
+    if not flex.available():
+        pytest.skip('torch without FlexAttention')
+    config = dict(upscale=2, embed_dim=12, depths=[2], num_heads=[2], window_size=8, mlp_ratio=2,
+                  upsampler='pixelshuffle', img_size=16)
+    torch.manual_seed(0)
+    net = TaylorSwinIR(attn_form='direct', **config).eval()
+    flex_net = TaylorSwinIR(attn_form='flex', **config).eval()
+    flex_net.load_state_dict(net.state_dict())
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():  # blocks 2 shift by 4: regions
+        torch.testing.assert_close(flex_net(x), net(x), rtol=0, atol=1e-5)
 
 
 def load_benchmark():
@@ -326,6 +453,44 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
     assert pngs == ['op_forward.png', 'op_forward_backward.png', 'scaling-size.png', 'scaling-window.png']
     assert all((out / p).stat().st_size > 1000 for p in pngs)
     assert not list(out.glob('tmp*'))  # no half-written files left
+
+
+def test_benchmark_flex_bias_baseline_equals_swinir_softmax_on_the_cpu():
+    """The benchmark's Flex + relative position bias score_mod (+ region block mask) against SwinIR's explicit
+    softmax with its gathered bias (+ -100 mask), forward (the suite runs it on CUDA only)."""
+    from basicsr_taylor.ops.taylor_shift import flex
+    if not flex.available():
+        pytest.skip('torch without FlexAttention')
+    load_benchmark()
+    from benchmarking import suites
+    gen = torch.Generator().manual_seed(8)
+    side, windows, heads, d = 4, 4, 2, 8
+    n = side * side
+    q, k, v = (torch.randn(windows, heads, n, d, generator=gen, dtype=torch.float64) for _ in range(3))
+    table = torch.randn((2 * side - 1)**2, heads, generator=gen, dtype=torch.float64)
+    index = suites.relative_position_index(side)
+    regions = suites.window_region_ids(side, windows, torch.device('cpu'))
+    assert regions.shape == (windows, n) and len(regions[-1].unique()) == 4  # the last window has 4 regions
+    mask = ((regions[:, None, :, None] != regions[:, None, None, :]) * -100.0).double()
+    score_mod = suites.relative_bias_score_mod(table, side)
+    with torch.no_grad():
+        for add_mask in (None, mask):
+            block_mask = None if add_mask is None else flex.region_block_mask(regions[:, None], (windows, heads), n,
+                                                                              q.device)
+            out = flex.run_flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask)
+            expected = suites.softmax_explicit(q, k, v, table, index, add_mask)
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+
+
+def test_benchmark_op_configs_add_shifted_windows_at_large_windows_only():
+    load_benchmark()
+    from benchmarking import suites
+    cpu = torch.device('cpu')
+    full = suites.op_configs(False, cpu)
+    assert {side for _, _, side, shifted, _, _ in full if shifted} == {24, 32, 48}
+    assert not {name for *_, name in full} & {'flex_bias', 'taylor_flex', 'taylor_triton'}  # CUDA only
+    quick = suites.op_configs(True, cpu)
+    assert len(quick) == 24 and {side for _, _, side, shifted, _, _ in quick if shifted} == {8}
 
 
 def test_benchmark_rejects_unknown_suites():

@@ -41,6 +41,14 @@ def target_rows(records, device):
             best = min((r for r in candidates if r and r['status'] == 'ok'), key=lambda r: r['time_s'], default=taylor)
             rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) time / SDPA',
                          _ratio(best, sdpa, 'time_s'), 1.0))
+            # the GPU targets (bfloat16 inputs: --dtypes bfloat16): against SDPA and FlexAttention with the bias
+            flex_bias = _lookup(records, method='flex_bias', **op)
+            rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) time / SDPA (GPU target)',
+                         _ratio(best, sdpa, 'time_s'), 0.5))
+            rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) time / Flex + relative bias',
+                         _ratio(best, flex_bias, 'time_s'), 0.3))
+            rows.append((f'op N=2304 d=30 fwd+bwd: TaylorShift ({best["method"]}) peak memory / SDPA',
+                         _ratio(best, sdpa, 'peak_mb'), 1.0))
     small = _lookup(records, suite='targets', case='S', mode='train')
     small_window = int(small['method'].rsplit('-w', 1)[1]) if small else 8
     swinir = f'SwinIR-w{small_window}'

@@ -21,50 +21,103 @@ def relative_position_index(window):
     return dy * (2 * window - 1) + dx
 
 
-def softmax_explicit(q, k, v, bias_table, index):
-    """SwinIR's window attention core: softmax(q kᵀ/√d + B) v with B gathered from the bias table."""
+def softmax_explicit(q, k, v, bias_table, index, mask=None):
+    """SwinIR's window attention core: softmax(q kᵀ/√d + B (+ mask)) v with B gathered from the bias table."""
     n, heads = index.shape[0], q.shape[1]
     attn = (q * q.shape[-1]**-0.5) @ k.transpose(-2, -1)
     bias = bias_table[index.reshape(-1)].view(n, n, heads).permute(2, 0, 1)  # B_ij per head
-    attn = (attn + bias.unsqueeze(0)).softmax(dim=-1)
-    return attn @ v
+    attn = attn + bias.unsqueeze(0)
+    if mask is not None:
+        attn = attn + mask  # SwinIR's shifted-window mask: -100 between regions
+    return attn.softmax(dim=-1) @ v
+
+
+def relative_bias_score_mod(bias_table, window):
+    """FlexAttention score_mod adding SwinIR's relative position bias B[(Δy + w - 1)(2w - 1) + Δx + w - 1, h],
+    computed from the token indices (no N×N tensor), as ESC (arXiv 2503.06671) runs large softmax windows."""
+    def score_mod(score, b, h, q_index, kv_index):
+        dy = q_index // window - kv_index // window + window - 1
+        dx = q_index % window - kv_index % window + window - 1
+        return score + bias_table[dy * (2 * window - 1) + dx, h]  # x_ij + B_ij
+    return score_mod
+
+
+def window_region_ids(side, windows, device):
+    """Region ids (windows, side²) of the windows of a map rolled by side/2 (SwinIR's shifted windows): a
+    g x g grid of windows when windows = g², else one row of windows."""
+    from basicsr_taylor.archs.shifted_windows import shifted_window_regions
+    rows = int(round(windows**0.5))
+    rows = rows if rows * rows == windows else 1
+    return shifted_window_regions(rows * side, windows // rows * side, side, side // 2, device)
+
+
+def flex_available(device):
+    from basicsr_taylor.ops.taylor_shift import flex
+    return device.type == 'cuda' and flex.available()
 
 
 def op_methods(device):
+    """name -> fn(q, k, v, extra). extra: bias_table, index, temperature, window, and for the shifted-window
+    configurations regions (B, 1, N) ids, mask (B, 1, N, N) SwinIR's additive -100 mask, block_mask (flex)."""
     methods = {
-        'softmax_explicit': lambda q, k, v, extra: softmax_explicit(q, k, v, extra[0], extra[1]),
-        'sdpa': lambda q, k, v, extra: F.scaled_dot_product_attention(q, k, v),
-        'taylor_direct': lambda q, k, v, extra: taylor_shift_attention(q, k, v, extra[2], form='direct'),
-        'taylor_efficient': lambda q, k, v, extra: taylor_shift_attention(q, k, v, extra[2], form='efficient'),
+        'softmax_explicit': lambda q, k, v, x: softmax_explicit(q, k, v, x['bias_table'], x['index'], x['mask']),
+        'sdpa': lambda q, k, v, x: F.scaled_dot_product_attention(q, k, v, attn_mask=x['mask']),
+        'taylor_direct': lambda q, k, v, x: taylor_shift_attention(q, k, v, x['temperature'], x['regions'],
+                                                                   form='direct'),
+        'taylor_efficient': lambda q, k, v, x: taylor_shift_attention(q, k, v, x['temperature'], x['regions'],
+                                                                      form='efficient'),
     }
     if device.type == 'cuda':
-        methods['taylor_triton'] = lambda q, k, v, extra: taylor_shift_attention(q, k, v, extra[2], form='triton')
+        methods['taylor_triton'] = lambda q, k, v, x: taylor_shift_attention(q, k, v, x['temperature'], x['regions'],
+                                                                             form='triton')
+    if flex_available(device):  # CPU: flex_attention has no backward and runs unfused (N×N scores) in eager
+        from basicsr_taylor.ops.taylor_shift.flex import run_flex_attention
+        methods['flex_bias'] = lambda q, k, v, x: run_flex_attention(
+            q, k, v, score_mod=relative_bias_score_mod(x['bias_table'], x['window']), block_mask=x['block_mask'])
+        methods['taylor_flex'] = lambda q, k, v, x: taylor_shift_attention(q, k, v, x['temperature'], x['regions'],
+                                                                           form='flex')
     return methods
 
 
-def run_op_suite(args, device, records):
-    if args.quick:
-        sides, dims, heads, tokens_total = [4, 8], [8], 2, 128
+def op_configs(quick, device, dtypes=('float32', ), op_sides=None, op_dims=None):
+    """(dtype, d, side, shifted, mode, method); shifted windows (masks, regions) at windows 24, 32, 48 (8: --quick)."""
+    if quick:
+        sides, dims, shifted_sides = [4, 8], [8], [8]
     else:
-        sides, dims, heads, tokens_total = [8, 16, 24, 32, 48, 64], [30, 16, 32], 6, 9216  # a 96² LR image
-    sides, dims = args.op_sides or sides, args.op_dims or dims
+        sides, dims, shifted_sides = [8, 16, 24, 32, 48, 64], [30, 16, 32], [24, 32, 48]
+    sides, dims = op_sides or sides, op_dims or dims
     methods = op_methods(device)
-    configs = [(dtype, d, side, mode, name) for dtype in args.dtypes for d in dims for side in sides
-               for mode in ('forward', 'forward+backward') for name in methods]
-    for dtype, d, side, mode, name in tqdm(configs, desc='op', file=sys.stdout):
+    return [(dtype, d, side, shifted, mode, name) for dtype in dtypes for d in dims for side in sides
+            for shifted in ((False, True) if side in shifted_sides else (False, ))
+            for mode in ('forward', 'forward+backward') for name in methods]
+
+
+def run_op_suite(args, device, records):
+    heads, tokens_total = (2, 128) if args.quick else (6, 9216)  # a 96² LR image
+    methods = op_methods(device)
+    configs = op_configs(args.quick, device, args.dtypes, args.op_sides, args.op_dims)
+    for dtype_name, d, side, shifted, mode, name in tqdm(configs, desc='op', file=sys.stdout):
+        dtype = getattr(torch, dtype_name)
         n = side * side
         batch = max(1, tokens_total // n)  # windows of one 96² image (two 64² windows at N = 4096)
         gen = torch.Generator(device='cpu').manual_seed(0)
-        dt = getattr(torch, dtype)
-        q, k, v = (torch.randn(batch, heads, n, d, generator=gen).to(device, dt) for _ in range(3))
-        bias_table = (torch.randn((2 * side - 1)**2, heads, generator=gen) * 0.02).to(device, dt)
-        temperature = torch.ones(heads, 1, 1, device=device, dtype=dt)
-        grad = torch.randn(batch, heads, n, d, generator=gen).to(device, dt)
+        q, k, v = (torch.randn(batch, heads, n, d, generator=gen).to(device, dtype) for _ in range(3))
+        bias_table = (torch.randn((2 * side - 1)**2, heads, generator=gen) * 0.02).to(device, dtype)
+        temperature = torch.ones(heads, 1, 1, device=device)
+        grad = torch.randn(batch, heads, n, d, generator=gen).to(device, dtype)
         backward = mode == 'forward+backward'
         leaves = [q, k, v, bias_table, temperature]
         for t in leaves:
             t.requires_grad_(backward)
-        extra = (bias_table, relative_position_index(side).to(device), temperature)
+        extra = dict(bias_table=bias_table, index=relative_position_index(side).to(device), temperature=temperature,
+                     window=side, regions=None, mask=None, block_mask=None)
+        if shifted:  # made once per configuration, outside the timed call (SwinIR keeps its mask as a buffer)
+            regions = window_region_ids(side, batch, device)  # (B, N)
+            extra['regions'] = regions[:, None, :]
+            extra['mask'] = ((regions[:, None, :, None] != regions[:, None, None, :]) * -100.0).to(dtype)
+            if name == 'flex_bias':
+                from basicsr_taylor.ops.taylor_shift.flex import region_block_mask
+                extra['block_mask'] = region_block_mask(extra['regions'], (batch, heads), n, device)
         fn = methods[name]
 
         def reset():
@@ -79,9 +132,10 @@ def run_op_suite(args, device, records):
                     fn(q, k, v, extra)
 
         seconds, peak, status = measure(step, device, args.repeats, args.warmup, reset=reset)
-        records.append(dict(suite='op', case=f'N={n} d={d}', method=name, mode=mode, tokens=n, head_dim=d,
-                            batch=f'{batch}x{heads}', time_s=seconds, peak_mb=peak, status=status,
-                            note='' if dtype == 'float32' else dtype))
+        method = name + (' +shift' if shifted else '')
+        records.append(dict(suite='op', case=f'N={n} d={d}' + (' shifted' if shifted else ''), method=method,
+                            mode=mode, tokens=n, head_dim=d, batch=f'{batch}x{heads}', time_s=seconds, peak_mb=peak,
+                            status=status, note='' if dtype_name == 'float32' else dtype_name))
 
 
 # ----------------------------------------------------------------------------------------------------------

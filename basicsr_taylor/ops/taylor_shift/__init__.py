@@ -6,7 +6,9 @@
     regions.py         RegionLayout: tokens sorted by region into one-region chunks (cached per ids)
     blocks.py          the block plan: rows and tokens per block within a memory budget, scratch buffers
     efficient.py       the blocked autograd Function (linear in N)
-    triton_kernels.py  the efficient form's forward as Triton kernels (CUDA; imported only for form="triton")
+    triton_kernels.py  the efficient form as fused Triton kernels, forward and backward (CUDA; imported only for
+                       form="triton")
+    flex.py            the direct form by torch's FlexAttention (imported only for form="flex")
 """
 from .features import taylor_feature_dim
 from .interface import (FORMS, auto_form, auto_threshold, crossover_tokens, exportable, is_exportable,

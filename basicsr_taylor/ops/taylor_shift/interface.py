@@ -8,7 +8,10 @@ The public function: argument checks, dtypes and the choice of form. The forms (
 - ``efficient`` (``efficient.efficient``): p(q·k) = ψ(q)ᵀ C ψ(k) with the monomials ψ(x) = [1, x, x_a x_b]
   (``features``), key statistics S = C Σ_j ψ(k_j) [1, v_j]ᵀ and y'_i = ψ(q_i)ᵀ S; O(N d³) time, linear in N,
   in blocks of tokens inside a custom autograd Function.
-- ``triton`` (``triton_kernels``): the efficient form's forward as fused Triton kernels, for CUDA.
+- ``triton`` (``triton_kernels``): the efficient form as fused Triton kernels, forward and backward, for CUDA;
+  reads float16 / bfloat16 inputs as they are and accumulates in float32.
+- ``flex`` (``flex``): the direct form through torch's FlexAttention (torch >= 2.5), flash-style: no N×N tensor
+  on CUDA (score_mod = log p, regions as a block mask).
 
 Regions (the exact replacement of SwinIR's -100 mask, which a polynomial ignores: p(-100) = 4901): a query
 attends only to keys with its own region id.
@@ -26,7 +29,7 @@ from ...utils.tracing import is_exporting
 from . import naive
 from .efficient import efficient
 
-FORMS = ('auto', 'direct', 'efficient', 'triton')
+FORMS = ('auto', 'direct', 'efficient', 'triton', 'flex')
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 _exportable = False
 
@@ -83,15 +86,16 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
         regions: optional integer tensor whose shape broadcasts against (..., N) by torch's rules (pass
             (B, 1, N) for per-window ids shared by all heads). Query i attends only to keys j with
             regions[i] == regions[j].
-        form: "direct", "efficient", "triton" (CUDA, or CPU under TRITON_INTERPRET=1) or "auto" (direct
-            below a measured token count, efficient from it on: :func:`auto_threshold`). While exporting,
-            "auto", "direct" and "efficient" run the naive forms (region ids then in 0..3; "auto" by the FLOP
-            rule N0 = d² + d + 1).
+        form: "direct", "efficient", "triton" (CUDA, or CPU under TRITON_INTERPRET=1), "flex" (torch's
+            FlexAttention; CPU: forward only) or "auto" (direct below a measured token count, efficient from
+            it on: :func:`auto_threshold`). While exporting, every form runs the naive forms (region ids then
+            in 0..3; "auto" by the FLOP rule N0 = d² + d + 1).
         output_norm: multiply the output by sqrt(N/d), as in all of the TaylorShift paper's models.
 
     Returns:
         (..., N, dv) tensor in q's dtype. Half-precision inputs (and autocast) are computed in float32
-        internally: the squared term and the sums over N are where float16 overflows.
+        internally: the squared term and the sums over N are where float16 overflows. The "triton" form
+        reads half inputs as they are and accumulates in float32 in its kernels.
     """
     if not is_exporting():  # (symbolic shapes while exporting: the checks would only add guards)
         _check_inputs(q, k, v, temperature, regions, form)
@@ -109,6 +113,9 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
     scale = math.sqrt(num_tokens / head_dim) if output_norm else 1.0  # y · sqrt(N/d)
 
     with torch.autocast(device_type=q.device.type, enabled=False):
+        if form == 'triton' and not is_exportable():  # the kernels read half inputs and accumulate in float32
+            from .triton_kernels import taylor_shift_triton  # imports triton: only when asked for
+            return taylor_shift_triton(q, k.to(q.dtype), v.to(q.dtype), temperature, regions, scale).to(out_dtype)
         q, k, v = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)
         if temperature is not None:
             temperature = temperature.to(compute_dtype)
@@ -116,11 +123,11 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
             out = naive.direct(q, k, v, temperature, regions, scale)
         elif is_exportable():
             out = naive.feature_form(q, k, v, temperature, regions, scale)
-        elif form == 'efficient':
-            out = efficient(q, k, v, temperature, regions, scale)
+        elif form == 'flex':
+            from .flex import taylor_shift_flex  # imports flex_attention: only when asked for
+            out = taylor_shift_flex(q, k, v, temperature, regions, scale)
         else:
-            from .triton_kernels import taylor_shift_triton  # imports triton: only when asked for
-            out = taylor_shift_triton(q, k, v, temperature, regions, scale)
+            out = efficient(q, k, v, temperature, regions, scale)
     return out.to(out_dtype)
 
 

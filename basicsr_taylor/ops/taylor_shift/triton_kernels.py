@@ -1,17 +1,28 @@
-"""TaylorShift's efficient form as fused Triton kernels (forward); the backward pass is the PyTorch one.
+"""TaylorShift's efficient form as fused Triton kernels, forward and backward.
 
-Two kernels, each normalising q / k on the fly and never writing features to memory:
+Per row (a batch × head entry) and region r, with x̂ = x / max(|x|, eps), q = τ q̂ and v' = [1, v]:
 
-- ``_key_statistics_kernel``, one program per (row, a, region), a = 0..d: accumulates over the region's
-  tokens  S2[a] = Σ_j k̂_ja k̂_j v'_jᵀ  (d × e; the full d×d×e quadratic statistics, a slice per program)
-  and, for a = d, the linear and constant parts  S1 = Σ_j k̂_j v'_jᵀ, S0 = Σ_j v'_j,  with v' = [w, w v].
-- ``_query_kernel``, one program per (row, block of BLOCK_N tokens): for its region r,
-  y'_i = S0 + q̂_i S1 + ½ Σ_a q̂_ia q̂_i S2[a]  and  y_i = s · y'_i[1:] / y'_i[0].
+    statistics   S0 = Σ_j v'_j,  S1 = Σ_j k̂_j v'_jᵀ,  S2[a] = Σ_j k̂_ja k̂_j v'_jᵀ  (j in r, E = 1 + dv)
+    apply        y'_i = S0 + q_iᵀ S1 + ½ Σ_a q_ia q_iᵀ S2[a]  (= Σ_j p(q_i·k̂_j) v'_j)
+    output       y_i = s y'_i[1:] / y'_i[0]
+    gradient     G(x, S, u) = S1 u + Σ_a x_a S2[a] u          (= Σ_j p'(x·k̂_j) (u·v'_j) k̂_j, p' = 1 + x)
 
-Regions use the same sorted, padded layout as the PyTorch efficient form (``regions.region_layout``, chunks as
-multiples of BLOCK_N), so every token block has one region. The backward pass is the efficient form's, with its
-block sizes (``blocks.block_plan``). Computes in float32 (tl.dot with IEEE precision). Runs on CUDA, and on CPU
-under TRITON_INTERPRET=1 (slow, for tests only).
+The backward pass is the same two kernels with the roles swapped (dz = dL/dy'):
+
+    dq_i  = G(q_i, S, dz_i)                  keys' statistics S (recomputed), then the chain rule of τ q̂
+    T     = statistics of the queries with dz in place of v' (T2 raw: the ½ is in "apply")
+    dv'_j = apply(k̂_j, T),   dk̂_j = G(k̂_j, T, v'_j)
+
+So there are two kernels: ``_stats_kernel`` (one program per (row, region, a), a = 0..d: row a of S2, and S1, S0
+for a = d, reduced over the region's tokens) and ``_token_kernel`` (one program per (row, block of BLOCK_N
+tokens), in three modes: forward output, dq, dk + dv). Features (x̂_a x̂) are built in registers and never
+written to memory; q, k, v and the gradients are read in their own dtype (float32, float16, bfloat16) and every
+sum is accumulated in float32; S and T are float32 (rows × regions × (d + 2) × DP × EP, padded tiles).
+
+Regions are sorted segments: tokens are visited in region order through a permutation (``RegionLayout`` with
+chunks of BLOCK_N: slot -> token, -1 for the padding that rounds a region up to whole blocks), so every token
+block has one region and no token is copied. A 48-window shifted by 24 has regions of 576, 1152, 2304 tokens:
+no padding. Runs on CUDA, and on the CPU under TRITON_INTERPRET=1 (slow; tests only). Not tuned on a GPU.
 """
 import math
 import os
@@ -20,158 +31,335 @@ import torch
 import triton
 import triton.language as tl
 
-from .efficient import efficient_backward
-from .regions import region_layout
+from .features import NORM_EPS
+from .regions import RegionLayout
 
 BLOCK_N = 32  # tokens per program / per loop step (tl.dot needs >= 16)
 
+KEYS, QUERIES = 0, 1  # _stats_kernel: values v' = [1, v] of the keys, or dz of the queries
+FORWARD, GRAD_Q, GRAD_KV = 0, 1, 2  # _token_kernel modes
+
 
 @triton.jit
-def _key_statistics_kernel(k_ptr, v_ptr, w_ptr, start_ptr, stop_ptr, s2_ptr, s1_ptr, s0_ptr, num_regions, head_dim,
-                           value_dim, stride_k_row, stride_k_tok, stride_v_row, stride_v_tok, stride_w_row,
-                           BLOCK: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr):
-    row = tl.program_id(0)
-    a = tl.program_id(1)
-    region = tl.program_id(2)
-    start = tl.load(start_ptr + row * num_regions + region)
-    stop = tl.load(stop_ptr + row * num_regions + region)
+def _tokens(perm_ptr, row, length, slots, stop, HAS_PERM: tl.constexpr):
+    """Token index of every slot (and whether it holds a token): through the permutation, or slot = token."""
+    if HAS_PERM:
+        tok = tl.load(perm_ptr + row.to(tl.int64) * length + slots, mask=slots < stop, other=-1)
+        valid = tok >= 0
+        tok = tl.where(valid, tok, 0)
+    else:
+        tok = slots
+        valid = slots < stop
+    return tok, valid
+
+
+@triton.jit
+def _load_rows(ptr, row, stride_row, stride_tok, tok, valid, cols, first_col, num_cols):
+    """Rows ptr[row, tok, cols - first_col] as float32, 0 outside 0 <= cols - first_col < num_cols."""
+    c = cols - first_col
+    mask = valid[:, None] & (c[None, :] >= 0) & (c[None, :] < num_cols)
+    offsets = row.to(tl.int64) * stride_row + tok.to(tl.int64)[:, None] * stride_tok + c[None, :]
+    return tl.load(ptr + offsets, mask=mask, other=0.).to(tl.float32)
+
+
+@triton.jit
+def _store_rows(ptr, value, row, stride_row, stride_tok, tok, valid, cols, first_col, num_cols):
+    c = cols - first_col
+    mask = valid[:, None] & (c[None, :] >= 0) & (c[None, :] < num_cols)
+    offsets = row.to(tl.int64) * stride_row + tok.to(tl.int64)[:, None] * stride_tok + c[None, :]
+    tl.store(ptr + offsets, value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _unit(x, EPS: tl.constexpr):
+    """(x̂, n, |x| > eps) with x̂ = x / n, n = max(|x|, eps) (as F.normalize)."""
+    length = tl.sqrt(tl.sum(x * x, axis=1))
+    norm = tl.maximum(length, EPS)
+    return x / norm[:, None], norm, length > EPS
+
+
+@triton.jit
+def _unit_vjp(unit, norm, unclamped, grad_unit):
+    """dL/dx for x̂ = x / max(|x|, eps): (g - x̂ (x̂·g)) / |x|, or g / eps where the norm is clamped."""
+    proj = tl.where(unclamped, tl.sum(unit * grad_unit, axis=1), 0.)
+    return (grad_unit - unit * proj[:, None]) / norm[:, None]
+
+
+@triton.jit
+def _values(v_ptr, row, stride_row, stride_tok, tok, valid, cols, value_dim):
+    """v' = [1, v] (0 for padding slots)."""
+    v = _load_rows(v_ptr, row, stride_row, stride_tok, tok, valid, cols, 1, value_dim)
+    return tl.where((cols[None, :] == 0) & valid[:, None], 1., v)
+
+
+@triton.jit
+def _grad_ext(g_ptr, stride_g_row, stride_g_tok, o_ptr, stride_o_row, stride_o_tok, den_ptr, num_tokens, row, tok,
+              valid, cols, value_dim, scale):
+    """dz = dL/dy' = [-(g·y) / y'_0, s g / y'_0] for y = s y'[1:] / y'_0 (0 for padding slots)."""
+    g = _load_rows(g_ptr, row, stride_g_row, stride_g_tok, tok, valid, cols, 1, value_dim)
+    y = _load_rows(o_ptr, row, stride_o_row, stride_o_tok, tok, valid, cols, 1, value_dim)
+    den = tl.load(den_ptr + row.to(tl.int64) * num_tokens + tok, mask=valid, other=1.)
+    gy = tl.sum(g * y, axis=1)
+    return tl.where(cols[None, :] == 0, (-gy / den)[:, None], g * (scale / den)[:, None])
+
+
+@triton.jit
+def _column(x, dims, a):
+    """x[:, a] of a register tile."""
+    return tl.sum(tl.where(dims[None, :] == a, x, 0.), axis=1)
+
+
+@triton.jit
+def _stats_kernel(x_ptr, tau_ptr, v_ptr, g_ptr, o_ptr, den_ptr, perm_ptr, seg_ptr, stats_ptr, num_tokens, length,
+                  num_regions, head_dim, value_dim, scale, stride_x_row, stride_x_tok, stride_v_row, stride_v_tok,
+                  stride_g_row, stride_g_tok, stride_o_row, stride_o_tok, MODE: tl.constexpr,
+                  HAS_PERM: tl.constexpr, HAS_TAU: tl.constexpr, BLOCK: tl.constexpr, DP: tl.constexpr,
+                  EP: tl.constexpr, PRECISION: tl.constexpr, EPS: tl.constexpr):
+    pid = tl.program_id(0)  # row · R + region
+    a = tl.program_id(1)  # 0..d-1: S2[a]; d: S1 and S0
+    row = pid // num_regions
+    if HAS_PERM:
+        start = tl.load(seg_ptr + 2 * pid)
+        stop = tl.load(seg_ptr + 2 * pid + 1)
+    else:
+        start = 0
+        stop = num_tokens
     dims = tl.arange(0, DP)
     cols = tl.arange(0, EP)
     acc = tl.zeros((DP, EP), dtype=tl.float32)
     acc0 = tl.zeros((EP, ), dtype=tl.float32)
-    for t0 in range(start, stop, BLOCK):
-        tokens = t0 + tl.arange(0, BLOCK)
-        valid = tokens < stop
-        k = tl.load(k_ptr + row * stride_k_row + tokens[:, None] * stride_k_tok + dims[None, :],
-                    mask=valid[:, None] & (dims[None, :] < head_dim), other=0.)
-        k = k / tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), 1e-12)[:, None]  # k̂ = k / |k|
-        w = tl.load(w_ptr + row * stride_w_row + tokens, mask=valid, other=0.)
-        v = tl.load(v_ptr + row * stride_v_row + tokens[:, None] * stride_v_tok + (cols[None, :] - 1),
-                    mask=valid[:, None] & (cols[None, :] >= 1) & (cols[None, :] <= value_dim), other=0.)
-        v_ext = tl.where(cols[None, :] == 0, w[:, None], w[:, None] * v)  # v' = [w, w v] (padding: w = 0)
-        if a < head_dim:
-            k_a = tl.sum(tl.where(dims[None, :] == a, k, 0.), axis=1)
-            lhs = k * k_a[:, None]  # k̂_a k̂
+    tau = 1.
+    if HAS_TAU:
+        tau = tl.load(tau_ptr + row)
+    for s0 in range(start, stop, BLOCK):
+        tok, valid = _tokens(perm_ptr, row, length, s0 + tl.arange(0, BLOCK), stop, HAS_PERM)
+        x, _, _ = _unit(_load_rows(x_ptr, row, stride_x_row, stride_x_tok, tok, valid, dims, 0, head_dim), EPS)
+        x = x * tau  # τ x̂
+        if MODE == 0:  # KEYS
+            vals = _values(v_ptr, row, stride_v_row, stride_v_tok, tok, valid, cols, value_dim)
         else:
-            lhs = k
-            acc0 += tl.sum(v_ext, axis=0)  # S0 += v'
-        acc += tl.dot(tl.trans(lhs), v_ext, input_precision='ieee')  # S2[a] += k̂_a k̂ v'ᵀ  (or S1 += k̂ v'ᵀ)
-    out_mask = (dims[:, None] < head_dim) & (cols[None, :] <= value_dim)
-    width = value_dim + 1
-    if a < head_dim:
-        base = ((row * num_regions + region) * head_dim + a) * head_dim * width
-        tl.store(s2_ptr + base + dims[:, None] * width + cols[None, :], acc, mask=out_mask)
-    else:
-        base = (row * num_regions + region) * head_dim * width
-        tl.store(s1_ptr + base + dims[:, None] * width + cols[None, :], acc, mask=out_mask)
-        tl.store(s0_ptr + (row * num_regions + region) * width + cols, acc0, mask=cols <= value_dim)
+            vals = _grad_ext(g_ptr, stride_g_row, stride_g_tok, o_ptr, stride_o_row, stride_o_tok, den_ptr,
+                             num_tokens, row, tok, valid, cols, value_dim, scale)
+        if a < head_dim:
+            lhs = x * _column(x, dims, a)[:, None]  # x_a x (in registers)
+        else:
+            lhs = x
+            acc0 += tl.sum(vals, axis=0)  # S0 += v'
+        acc += tl.dot(tl.trans(lhs), vals, input_precision=PRECISION)  # S2[a] += x_a x v'ᵀ  (S1 += x v'ᵀ)
+    tile = dims[:, None] * EP + cols[None, :]
+    base = stats_ptr + (pid.to(tl.int64) * (head_dim + 2) + a) * (DP * EP)
+    tl.store(base + tile, acc)
+    if a == head_dim:
+        tl.store(base + DP * EP + cols, acc0)
 
 
 @triton.jit
-def _query_kernel(q_ptr, tau_ptr, region_ptr, s2_ptr, s1_ptr, s0_ptr, out_ptr, den_ptr, num_tokens, num_regions,
-                  head_dim, value_dim, scale, stride_q_row, stride_q_tok, stride_o_row, stride_o_tok,
-                  BLOCK: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr):
+def _token_kernel(x_ptr, tau_ptr, v_ptr, g_ptr, o_ptr, den_ptr, perm_ptr, chunk_region_ptr, stats_ptr, out_ptr,
+                  out2_ptr, dtau_ptr, num_tokens, length, num_regions, head_dim, value_dim, scale, stride_x_row,
+                  stride_x_tok, stride_v_row, stride_v_tok, stride_g_row, stride_g_tok, stride_o_row, stride_o_tok,
+                  stride_out_row, stride_out_tok, stride_out2_row, stride_out2_tok, MODE: tl.constexpr,
+                  HAS_PERM: tl.constexpr, HAS_TAU: tl.constexpr, BLOCK: tl.constexpr, DP: tl.constexpr,
+                  EP: tl.constexpr, PRECISION: tl.constexpr, EPS: tl.constexpr):
     row = tl.program_id(0)
     block = tl.program_id(1)
-    tokens = block * BLOCK + tl.arange(0, BLOCK)
-    valid = tokens < num_tokens
+    num_blocks = tl.num_programs(1)
     dims = tl.arange(0, DP)
     cols = tl.arange(0, EP)
-    width = value_dim + 1
-    q = tl.load(q_ptr + row * stride_q_row + tokens[:, None] * stride_q_tok + dims[None, :],
-                mask=valid[:, None] & (dims[None, :] < head_dim), other=0.)
-    q = q / tl.maximum(tl.sqrt(tl.sum(q * q, axis=1)), 1e-12)[:, None]  # q̂ = q / |q|
-    q = q * tl.load(tau_ptr + row)  # τ q̂
-    region = tl.load(region_ptr + row * num_tokens + block * BLOCK)  # one region per block of tokens
-    stat_mask = (dims[:, None] < head_dim) & (cols[None, :] <= value_dim)
-    base1 = (row * num_regions + region) * head_dim * width
-    s1 = tl.load(s1_ptr + base1 + dims[:, None] * width + cols[None, :], mask=stat_mask, other=0.)
-    s0 = tl.load(s0_ptr + (row * num_regions + region) * width + cols, mask=cols <= value_dim, other=0.)
-    y = s0[None, :] + tl.dot(q, s1, input_precision='ieee')  # S0 + q̂ S1
+    region = 0
+    if HAS_PERM:
+        region = tl.load(chunk_region_ptr + row.to(tl.int64) * num_blocks + block)  # one region per block
+    tok, valid = _tokens(perm_ptr, row, length, block * BLOCK + tl.arange(0, BLOCK), length, HAS_PERM)
+    unit, norm, unclamped = _unit(_load_rows(x_ptr, row, stride_x_row, stride_x_tok, tok, valid, dims, 0, head_dim),
+                                  EPS)
+    tau = 1.
+    if HAS_TAU:
+        tau = tl.load(tau_ptr + row)
+    x = unit * tau  # τ x̂
+    tile = dims[:, None] * EP + cols[None, :]
+    base = stats_ptr + (row.to(tl.int64) * num_regions + region) * (head_dim + 2) * (DP * EP)
+    s1 = tl.load(base + head_dim * (DP * EP) + tile)
+    s0 = tl.load(base + (head_dim + 1) * (DP * EP) + cols)
+    y = tl.zeros((BLOCK, EP), dtype=tl.float32)
+    grad = tl.zeros((BLOCK, DP), dtype=tl.float32)
+    u = tl.zeros((BLOCK, EP), dtype=tl.float32)
+    if MODE == 1:  # GRAD_Q: u = dz
+        u = _grad_ext(g_ptr, stride_g_row, stride_g_tok, o_ptr, stride_o_row, stride_o_tok, den_ptr, num_tokens,
+                      row, tok, valid, cols, value_dim, scale)
+    if MODE == 2:  # GRAD_KV: u = v'
+        u = _values(v_ptr, row, stride_v_row, stride_v_tok, tok, valid, cols, value_dim)
+    if MODE != 1:
+        y = s0[None, :] + tl.dot(x, s1, input_precision=PRECISION)  # y' = S0 + x S1
+    if MODE != 0:
+        grad = tl.dot(u, tl.trans(s1), input_precision=PRECISION)  # G = S1 u
     for a in range(0, head_dim):
-        q_a = tl.sum(tl.where(dims[None, :] == a, q, 0.), axis=1)
-        base2 = ((row * num_regions + region) * head_dim + a) * head_dim * width
-        s2 = tl.load(s2_ptr + base2 + dims[:, None] * width + cols[None, :], mask=stat_mask, other=0.)
-        y += 0.5 * tl.dot(q * q_a[:, None], s2, input_precision='ieee')  # ½ q̂_a q̂ S2[a]
-    den = tl.sum(tl.where(cols[None, :] == 0, y, 0.), axis=1)  # y'_0 = Σ_j p(x_ij)
-    tl.store(den_ptr + row * num_tokens + tokens, den, mask=valid)
-    out = y * (scale / den)[:, None]  # s y'[1:] / y'[0]
-    tl.store(out_ptr + row * stride_o_row + tokens[:, None] * stride_o_tok + (cols[None, :] - 1), out,
-             mask=valid[:, None] & (cols[None, :] >= 1) & (cols[None, :] <= value_dim))
+        x_a = _column(x, dims, a)
+        s2 = tl.load(base + a * (DP * EP) + tile)
+        if MODE != 1:
+            y += 0.5 * tl.dot(x * x_a[:, None], s2, input_precision=PRECISION)  # y' += ½ x_a x S2[a]
+        if MODE != 0:
+            grad += x_a[:, None] * tl.dot(u, tl.trans(s2), input_precision=PRECISION)  # G += x_a S2[a] u
+    if MODE == 0:  # out = s y'[1:] / y'_0, and y'_0 for the backward pass
+        den = tl.sum(tl.where(cols[None, :] == 0, y, 0.), axis=1)
+        tl.store(den_ptr + row.to(tl.int64) * num_tokens + tok, den, mask=valid)
+        _store_rows(out_ptr, y * (scale / den)[:, None], row, stride_out_row, stride_out_tok, tok, valid, cols, 1,
+                    value_dim)
+    if MODE == 1:  # dq̂ = τ G, dτ = Σ G·q̂, dq = (dq̂ - q̂(q̂·dq̂)) / |q|
+        if HAS_TAU:
+            tl.store(dtau_ptr + row.to(tl.int64) * num_blocks + block,
+                     tl.sum(tl.sum(tl.where(valid[:, None], grad * unit, 0.), axis=1), axis=0))
+        _store_rows(out_ptr, _unit_vjp(unit, norm, unclamped, grad * tau), row, stride_out_row, stride_out_tok, tok,
+                    valid, dims, 0, head_dim)
+    if MODE == 2:  # dv = dv'[1:] = apply(k̂, T)[1:], dk = (dk̂ - k̂(k̂·dk̂)) / |k| with dk̂ = G(k̂, T, v')
+        _store_rows(out2_ptr, y, row, stride_out2_row, stride_out2_tok, tok, valid, cols, 1, value_dim)
+        _store_rows(out_ptr, _unit_vjp(unit, norm, unclamped, grad), row, stride_out_row, stride_out_tok, tok, valid,
+                    dims, 0, head_dim)
 
 
 def _interpreting():
     return os.environ.get('TRITON_INTERPRET', '0') not in ('', '0')
 
 
-def triton_forward(q, k, v, temperature, key_weight, chunk_region, num_regions, scale, chunk):
-    """The forward of :class:`TaylorShiftEfficient` by the kernels. Returns (out, denominator)."""
-    batch, (num_tokens, head_dim), value_dim = q.shape[:-2], q.shape[-2:], v.shape[-1]
-    rows = math.prod(batch)
-    q3, k3, v3 = (t.reshape(rows, num_tokens, t.shape[-1]).float().contiguous() for t in (q, k, v))
-    tau = torch.ones(rows, device=q.device) if temperature is None else \
-        temperature.float().expand(batch + (1, 1)).reshape(rows).contiguous()
-    if key_weight is None:
-        weight = torch.ones(rows, num_tokens, device=q.device)
-        token_region = torch.zeros(rows, num_tokens, dtype=torch.int32, device=q.device)
-        starts = torch.zeros(rows, 1, dtype=torch.int32, device=q.device)
-        stops = torch.full((rows, 1), num_tokens, dtype=torch.int32, device=q.device)
-    else:
-        weight = key_weight.float().expand(batch + (num_tokens, )).reshape(rows, num_tokens).contiguous()
-        per_chunk = chunk_region.expand(batch + chunk_region.shape[-1:]).reshape(rows, -1)
-        token_region = per_chunk.repeat_interleave(chunk, dim=-1)[:, :num_tokens].to(torch.int32).contiguous()
-        ids = torch.arange(num_regions, device=q.device)
-        in_region = token_region[:, None, :] == ids[None, :, None].to(torch.int32)  # (rows, R, L)
-        positions = torch.arange(num_tokens, device=q.device)
-        starts = torch.where(in_region, positions, num_tokens).amin(-1).to(torch.int32).contiguous()
-        stops = torch.where(in_region, positions + 1, 0).amax(-1).to(torch.int32).contiguous()
-        stops = torch.maximum(stops, starts)  # empty region: start = stop
-    width = value_dim + 1
-    s2 = torch.zeros(rows, num_regions, head_dim, head_dim, width, device=q.device)
-    s1 = torch.zeros(rows, num_regions, head_dim, width, device=q.device)
-    s0 = torch.zeros(rows, num_regions, width, device=q.device)
-    dp, ep = max(16, triton.next_power_of_2(head_dim)), max(16, triton.next_power_of_2(width))
-    _key_statistics_kernel[(rows, head_dim + 1, num_regions)](
-        k3, v3, weight, starts, stops, s2, s1, s0, num_regions, head_dim, value_dim, k3.stride(0), k3.stride(1),
-        v3.stride(0), v3.stride(1), weight.stride(0), BLOCK=BLOCK_N, DP=dp, EP=ep)
-    out = torch.empty(rows, num_tokens, value_dim, device=q.device)
-    denominator = torch.empty(rows, num_tokens, device=q.device)
-    _query_kernel[(rows, triton.cdiv(num_tokens, BLOCK_N))](
-        q3, tau, token_region, s2, s1, s0, out, denominator, num_tokens, num_regions, head_dim, value_dim,
-        float(scale), q3.stride(0), q3.stride(1), out.stride(0), out.stride(1), BLOCK=BLOCK_N, DP=dp, EP=ep)
-    out = out.reshape(batch + (num_tokens, value_dim)).to(v.dtype)
-    return out, denominator.reshape(batch + (num_tokens, )).to(v.dtype)
+class Segments:
+    """Regions as sorted segments of every row: perm (rows, L) slot -> token (-1: padding), chunk_region
+    (rows, L / BLOCK_N) region index of each block, seg (rows, R, 2) [start, stop) slots of each region.
+    Without regions: one segment, slot = token (perm None)."""
+
+    def __init__(self, regions, batch, num_tokens, device):
+        rows = math.prod(batch)
+        if regions is None:
+            self.perm = self.chunk_region = self.seg = None
+            self.num_regions, self.length = 1, num_tokens
+            return
+        layout = RegionLayout(regions, batch + (num_tokens, ), lambda granule: BLOCK_N)
+        length, num_regions = layout.length, layout.num_regions
+        filled = layout.key_weight > 0
+        perm = torch.where(filled, layout.source, -1)
+        self.perm = perm.expand(batch + (length, )).reshape(rows, length).to(torch.int32).contiguous()
+        num_chunks = length // BLOCK_N
+        chunk_region = layout.chunk_region.expand(batch + (num_chunks, )).reshape(rows, num_chunks)
+        used = filled.expand(batch + (length, )).reshape(rows, num_chunks, BLOCK_N).any(-1)  # not trailing padding
+        member = (chunk_region[:, None, :] == torch.arange(num_regions, device=device)[None, :, None]) & used[:, None]
+        position = torch.arange(num_chunks, device=device)
+        start = torch.where(member, position, num_chunks).amin(-1)  # regions are contiguous runs of chunks
+        stop = torch.maximum(torch.where(member, position + 1, 0).amax(-1), start)
+        self.seg = (torch.stack([start, stop], dim=-1) * BLOCK_N).to(torch.int32).contiguous()
+        self.chunk_region = chunk_region.to(torch.int32).contiguous()
+        self.num_regions, self.length = num_regions, length
+
+
+def _rows(t, rows):
+    """(..., N, f) -> (rows, N, f) with unit stride along f (a view where possible)."""
+    t = t.reshape((rows, ) + t.shape[-2:])
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _precision(*tensors):
+    """tl.dot precision: IEEE float32 for float32 inputs unless torch allows TF32 matmuls; TF32 for half inputs."""
+    if any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors) or \
+            (tensors[0].is_cuda and torch.backends.cuda.matmul.allow_tf32):
+        return 'tf32'
+    return 'ieee'
+
+
+def _config(head_dim, value_dim):
+    return dict(BLOCK=BLOCK_N, DP=max(16, triton.next_power_of_2(head_dim)),
+                EP=max(16, triton.next_power_of_2(value_dim + 1)), EPS=NORM_EPS)
+
+
+def _statistics(mode, x, tau, v, grad, out, den, segments, scale, precision):
+    """S (keys, v') or T (queries, dz): (rows · R, d + 2, DP, EP) float32."""
+    rows, num_tokens, head_dim = x.shape
+    value_dim = (v if mode == KEYS else out).shape[-1]
+    cfg = _config(head_dim, value_dim)
+    stats = torch.empty(rows * segments.num_regions, head_dim + 2, cfg['DP'], cfg['EP'], device=x.device)
+    vv = v if mode == KEYS else x  # unused pointers: any tensor
+    gg, oo = (grad, out) if mode == QUERIES else (x, x)
+    dummy = stats
+    _stats_kernel[(rows * segments.num_regions, head_dim + 1)](
+        x, dummy if tau is None else tau, vv, gg, oo, dummy if den is None else den,
+        dummy if segments.perm is None else segments.perm, dummy if segments.seg is None else segments.seg, stats,
+        num_tokens, segments.length, segments.num_regions, head_dim, value_dim, float(scale), x.stride(0),
+        x.stride(1), vv.stride(0), vv.stride(1), gg.stride(0), gg.stride(1), oo.stride(0), oo.stride(1),
+        MODE=mode, HAS_PERM=segments.perm is not None, HAS_TAU=tau is not None, PRECISION=precision, **cfg)
+    return stats
+
+
+def _token_pass(mode, x, tau, v, grad, out, den, segments, stats, scale, precision, result, result2=None,
+                dtau=None):
+    rows, num_tokens, head_dim = x.shape
+    value_dim = v.shape[-1]
+    cfg = _config(head_dim, value_dim)
+    num_blocks = triton.cdiv(segments.length, BLOCK_N)
+    gg, oo = (grad, out) if mode == GRAD_Q else (x, x)
+    r2 = result if result2 is None else result2
+    _token_kernel[(rows, num_blocks)](
+        x, stats if tau is None else tau, v, gg, oo, den, stats if segments.perm is None else segments.perm,
+        stats if segments.chunk_region is None else segments.chunk_region, stats, result, r2,
+        stats if dtau is None else dtau, num_tokens, segments.length, segments.num_regions, head_dim, value_dim,
+        float(scale), x.stride(0), x.stride(1), v.stride(0), v.stride(1), gg.stride(0), gg.stride(1), oo.stride(0),
+        oo.stride(1), result.stride(0), result.stride(1), r2.stride(0), r2.stride(1), MODE=mode,
+        HAS_PERM=segments.perm is not None, HAS_TAU=tau is not None, PRECISION=precision, **cfg)
 
 
 class TaylorShiftTriton(torch.autograd.Function):
-    """Forward by the Triton kernels; backward by the efficient form's (``efficient.efficient_backward``, S
-    recomputed)."""
+    """Forward and backward by the kernels. Saves q, k, v (references), τ, the output and y'_0 (float32) per
+    token; the backward pass recomputes the keys' statistics S."""
 
     @staticmethod
-    def forward(ctx, q, k, v, temperature, layout, scale):
-        if layout is None:
-            out, denominator = triton_forward(q, k, v, temperature, None, None, 1, scale, BLOCK_N)
-        else:
-            q_blocks, k_blocks, v_blocks = (layout.to_blocks(t) for t in (q, k, v))
-            out, denominator = triton_forward(q_blocks, k_blocks, v_blocks, temperature, layout.key_weight,
-                                              layout.chunk_region, layout.num_regions, scale, layout.chunk)
-            out = layout.from_blocks(out)
-        ctx.save_for_backward(q, k, v, temperature, out, denominator.reshape(-1, denominator.shape[-1]))
-        ctx.layout, ctx.scale = layout, scale
+    def forward(ctx, q, k, v, temperature, segments, scale):
+        batch, num_tokens, value_dim = q.shape[:-2], q.shape[-2], v.shape[-1]
+        rows = math.prod(batch)
+        q3, k3, v3 = _rows(q, rows), _rows(k, rows), _rows(v, rows)
+        tau = None if temperature is None else \
+            temperature.detach().float().expand(batch + (1, 1)).reshape(rows).contiguous()
+        precision = _precision(q3, k3, v3)
+        stats = _statistics(KEYS, k3, None, v3, None, None, None, segments, scale, precision)
+        out = torch.empty(batch + (num_tokens, value_dim), dtype=q.dtype, device=q.device)
+        den = torch.empty(rows, num_tokens, device=q.device)  # y'_0 = Σ_j p(x_ij)
+        _token_pass(FORWARD, q3, tau, v3, None, None, den, segments, stats, scale, precision,
+                    out.view(rows, num_tokens, value_dim))
+        ctx.save_for_backward(q3, k3, v3, tau, out, den)
+        ctx.segments, ctx.scale, ctx.shapes = segments, scale, (q.shape, k.shape, v.shape)
+        ctx.temperature_shape = None if temperature is None else temperature.shape
+        ctx.temperature_dtype = None if temperature is None else temperature.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, temperature, out, denominator = ctx.saved_tensors
-        return efficient_backward(ctx, grad_out, q, k, v, temperature, out, denominator, None) + (None, None)
+        q3, k3, v3, tau, out, den = ctx.saved_tensors
+        segments, scale = ctx.segments, ctx.scale
+        need_q, need_k, need_v, need_tau = ctx.needs_input_grad[:4]
+        rows = q3.shape[0]
+        g3, out = _rows(grad_out, rows), out.view(rows, out.shape[-2], out.shape[-1])
+        precision = _precision(q3, k3, v3, g3)
+        grad_q = grad_k = grad_v = grad_tau = None
+        if need_q or need_tau:
+            stats = _statistics(KEYS, k3, None, v3, None, None, None, segments, scale, precision)  # S, recomputed
+            grad_q = torch.empty_like(q3)
+            dtau = None
+            if tau is not None:
+                dtau = torch.empty(rows, triton.cdiv(segments.length, BLOCK_N), device=q3.device)
+            _token_pass(GRAD_Q, q3, tau, v3, g3, out, den, segments, stats, scale, precision, grad_q, dtau=dtau)
+            grad_q = grad_q.view(ctx.shapes[0]) if need_q else None
+            if need_tau:
+                grad_tau = dtau.sum(-1).view(ctx.shapes[0][:-2] + (1, 1)).sum_to_size(ctx.temperature_shape)
+                grad_tau = grad_tau.to(ctx.temperature_dtype)
+        if need_k or need_v:
+            stats = _statistics(QUERIES, q3, tau, v3, g3, out, den, segments, scale, precision)  # T
+            grad_k, grad_v = torch.empty_like(k3), torch.empty_like(v3)
+            _token_pass(GRAD_KV, k3, None, v3, None, None, den, segments, stats, scale, precision, grad_k, grad_v)
+            grad_k = grad_k.view(ctx.shapes[1]) if need_k else None
+            grad_v = grad_v.view(ctx.shapes[2]) if need_v else None
+        return grad_q, grad_k, grad_v, grad_tau, None, None
 
 
 def taylor_shift_triton(q, k, v, temperature, regions, scale):
-    """TaylorShift attention (normalised q, k inside) with the Triton forward. q, k, v: (..., N, d)."""
+    """TaylorShift attention (normalised q, k inside) by the Triton kernels. q, k: (..., N, d), v: (..., N, dv)
+    in float32, float16 or bfloat16 (read as they are, accumulated in float32); returns q's dtype."""
     if q.device.type != 'cuda' and not _interpreting():
         raise RuntimeError(f"form='triton' needs CUDA tensors (got {q.device.type}); on CPU set TRITON_INTERPRET=1 "
                            "before importing basicsr_taylor to run the kernels in Triton's interpreter (slow)")
     if q.dim() == 2:
         return taylor_shift_triton(q[None], k[None], v[None], temperature, regions, scale)[0]
-    layout = None if regions is None else region_layout(regions, q.shape[:-1], multiple=BLOCK_N)
-    return TaylorShiftTriton.apply(q, k, v, temperature, layout, scale)
+    segments = Segments(regions, q.shape[:-2], q.shape[-2], q.device)
+    return TaylorShiftTriton.apply(q, k, v, temperature, segments, scale)
