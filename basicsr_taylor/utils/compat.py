@@ -11,9 +11,11 @@ import os.path as osp
 import subprocess
 import sys
 import types
+from collections import OrderedDict
 
 import torch
 import torch.distributed as dist
+import yaml
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
@@ -156,6 +158,24 @@ class _TorchWithAtomicSave:
         return None
 
 
+class SafeOrderedLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
+    """PyYAML's safe loader building OrderedDicts, as BasicSR's ``ordered_yaml()`` loader does. BasicSR 1.4.2
+    loads option files with the full loader, so ``!!python/object/apply:os.system [...]`` in a downloaded
+    recipe ran a command; this one refuses every Python tag and keeps YAML's standard ones (``!!float 2e-4``)."""
+
+
+SafeOrderedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                  lambda loader, node: OrderedDict(loader.construct_pairs(node)))
+
+
+def _safe_ordered_yaml(original):
+    def ordered_yaml():
+        return SafeOrderedLoader, original()[1]
+
+    ordered_yaml.__wrapped__ = original
+    return ordered_yaml
+
+
 _training_fixes_installed = False
 
 
@@ -165,7 +185,8 @@ def install_training_fixes():
     - basicsr.train.load_resume_state -> :func:`load_resume_state` (resume without CUDA, torch.load);
     - init_dist as used by basicsr.utils.options.parse_options -> gloo without CUDA, BasicSR's with CUDA;
     - BaseModel.model_to_device -> DDP without device_ids when there is no CUDA;
-    - checkpoints and training states are written to a temporary name and renamed (never half-written).
+    - checkpoints and training states are written to a temporary name and renamed (never half-written);
+    - option files are parsed with :class:`SafeOrderedLoader` (basicsr.utils.options.ordered_yaml).
     """
     global _training_fixes_installed
     if _training_fixes_installed:
@@ -179,4 +200,5 @@ def install_training_fixes():
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.options.init_dist = _cpu_aware_init_dist
     BaseModel.model_to_device = _cpu_aware_model_to_device(BaseModel.model_to_device)
+    basicsr.utils.options.ordered_yaml = _safe_ordered_yaml(basicsr.utils.options.ordered_yaml)
     _training_fixes_installed = True
