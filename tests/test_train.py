@@ -111,6 +111,7 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     resumed = int(re.search(r'Resuming training from epoch: \d+, iter: (\d+)\.', log).group(1))
     assert resumed in saved and resumed >= max(saved) - 4
     assert re.search(r'iter:\s+60, lr', log)  # ran to the end
+    assert '@ 60 iter' in log and '@ 61 iter' not in log  # validated once at the end, not again at 61
     assert f'iter:{resumed + 1:8,d}, lr' in log
     assert re.search(r'Validation SamplePhotosVal\s+# psnr: \d+\.\d+.*\s+# ssim: 0\.\d+', log)
     models = root / 'experiments' / name / 'models'
@@ -120,23 +121,14 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     assert set(latest) == {'params', 'params_ema'}
 
     # 3. the test pipeline on the validation images: PSNR/SSIM logged, images saved at 2x the LR size
-    test_opt = {
-        'name': 'e2e_tiny_test', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 'auto', 'manual_seed': 0,
-        'datasets': {'test_1': dict(name='Val', type='PairedImageDataset', dataroot_gt=str(root / 'data' / 'val_HR'),
-                                    dataroot_lq=str(root / 'data' / 'val_LR' / 'X2'), io_backend=dict(type='disk'))},
-        'network_g': TINY_NET,
-        'path': dict(pretrain_network_g=str(models / 'net_g_latest.pth'), param_key_g='params_ema',
-                     strict_load_g=True),
-        'val': dict(save_img=True, suffix=None, metrics=dict(
-            psnr=dict(type='calculate_psnr', crop_border=2, test_y_channel=True),
-            ssim=dict(type='calculate_ssim', crop_border=2, test_y_channel=True))),
-    }
+    test_opt = quickstart.options_for_test(opt, str(models / 'net_g_latest.pth'))  # the quickstart's test file
+    assert test_opt['name'] == 'e2e_tiny_test' and test_opt['network_g'] == opt['network_g']
     test_yml = write_options(test_opt, str(root / 'e2e_test.yml'))
     done = subprocess.run([sys.executable, osp.join(REPO, 'basicsr_taylor', 'test.py'), '-opt', test_yml], cwd=root,
                           env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     result = root / 'results' / 'e2e_tiny_test'
-    sr = cv2.imread(str(result / 'visualization' / 'Val' / 'chelsea_e2e_tiny_test.png'))
+    sr = cv2.imread(str(result / 'visualization' / 'SamplePhotosVal' / 'chelsea_e2e_tiny_test.png'))
     assert sr.shape == (70, 82, 3)  # LR 35x41 (71x83 cropped to even) x 2
     log = ''.join(open(p).read() for p in glob.glob(str(result / 'test_*.log')))
     logged_psnr = float(re.search(r'# psnr: (\d+\.\d+)', log).group(1))
@@ -151,6 +143,18 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     table, gain = quickstart.format_results(rows)
     assert gain == pytest.approx(rows[0]['TaylorSwinIR'][0] - rows[0]['bicubic'][0])
     assert 'chelsea' in table and ('above bicubic' if gain > 0 else 'below bicubic') in table
+
+    # 5. the quickstart's picture: bicubic | TaylorSwinIR | ground truth, the same crop zoomed 2x under a label
+    picture = quickstart.comparison_image(rows[0], box=(10, 20, 24, 30), zoom=2)
+    band, width = 28, 60
+    assert picture.shape == (band + 48, 3 * width + 2 * 4, 3)
+    images = rows[0]['images']
+    for i, method in enumerate(('bicubic', 'TaylorSwinIR', 'ground truth')):
+        panel = picture[:, i * (width + 4):i * (width + 4) + width]
+        crop = images[method][10:34, 20:50].repeat(2, axis=0).repeat(2, axis=1)
+        assert (panel[band:] == crop).all(), method
+        assert (panel[:band] < 128).any()  # a label is drawn
+    assert (images['ground truth'] == gt).all() and (images['TaylorSwinIR'] == sr).all()
 
 
 def test_resume_skips_an_unreadable_newest_state(tmp_path):

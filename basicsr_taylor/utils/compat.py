@@ -158,6 +158,21 @@ class _TorchWithAtomicSave:
         return None
 
 
+def _skip_repeated_validation(original):
+    """train_pipeline validates once more after its last iteration: when total_iter is a multiple of val_freq,
+    that repeats the validation just done on the same weights (``@ 800 iter``, then ``@ 801 iter``)."""
+
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        weights = tuple(p._version for p in self.net_g.parameters())  # every optimizer step bumps them
+        if getattr(self, '_validated', None) == (dataloader, weights):
+            return None
+        self._validated = (dataloader, weights)
+        return original(self, dataloader, current_iter, tb_logger, save_img)
+
+    validation.__wrapped__ = original
+    return validation
+
+
 class SafeOrderedLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
     """PyYAML's safe loader building OrderedDicts, as BasicSR's ``ordered_yaml()`` loader does. BasicSR 1.4.2
     loads option files with the full loader, so ``!!python/object/apply:os.system [...]`` in a downloaded
@@ -186,7 +201,8 @@ def install_training_fixes():
     - init_dist as used by basicsr.utils.options.parse_options -> gloo without CUDA, BasicSR's with CUDA;
     - BaseModel.model_to_device -> DDP without device_ids when there is no CUDA;
     - checkpoints and training states are written to a temporary name and renamed (never half-written);
-    - option files are parsed with :class:`SafeOrderedLoader` (basicsr.utils.options.ordered_yaml).
+    - option files are parsed with :class:`SafeOrderedLoader` (basicsr.utils.options.ordered_yaml);
+    - the validation after the last iteration is skipped when the weights were just validated.
     """
     global _training_fixes_installed
     if _training_fixes_installed:
@@ -201,4 +217,5 @@ def install_training_fixes():
     basicsr.utils.options.init_dist = _cpu_aware_init_dist
     BaseModel.model_to_device = _cpu_aware_model_to_device(BaseModel.model_to_device)
     basicsr.utils.options.ordered_yaml = _safe_ordered_yaml(basicsr.utils.options.ordered_yaml)
+    BaseModel.validation = _skip_repeated_validation(BaseModel.validation)
     _training_fixes_installed = True

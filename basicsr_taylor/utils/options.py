@@ -190,7 +190,8 @@ def pipeline_parser(kind):
                         'logs every iteration, no tensorboard')
     parser.add_argument('--local_rank', type=int, default=0, help='set by torch.distributed.launch (unused)')
     parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='override existing options, e.g. train:total_iter=1000 datasets:train:batch_size_per_gpu=2')
+                        help='override existing options, e.g. train:total_iter=1000 '
+                        'datasets:train:batch_size_per_gpu=2')
     return parser
 
 
