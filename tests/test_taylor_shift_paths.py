@@ -270,7 +270,7 @@ def load_benchmark():
     return module
 
 
-def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
+def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path, capfd):
     bench = load_benchmark()
     out = tmp_path / 'bench'
     records = bench.main(['--quick', '--repeats', '1', '--warmup', '0', '--cpu-mem-cap-gb', '0', '--device', 'cpu',
@@ -286,6 +286,9 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
         assert float(r['time_s']) > 0 and float(r['peak_mb']) > 0, r
     text = (out / 'results.md').read_text()
     assert '## op' in text and '## model' in text and 'torch' in text
+    assert '| target |' not in text and "measured none of the targets' cases" in text  # no empty table
+    output = capfd.readouterr()
+    assert 'profiler_start' not in output.err and 'gpuGetDeviceCount' not in output.err  # kineto kept quiet
     pngs = sorted(p.name for p in out.glob('*.png'))
     assert pngs == ['op_forward.png', 'op_forward_backward.png', 'scaling-size.png', 'scaling-window.png']
     assert all((out / p).stat().st_size > 1000 for p in pngs)
