@@ -350,3 +350,20 @@ def test_train_and_test_help_describe_every_flag(capsys):
         for flag, words in [('-opt FILE', 'option file'), ('--launcher', 'torchrun'), ('--auto_resume', 'newest state'),
                             ('--debug', 'validation every 8'), ('--force_yml', 'override existing options')]:
             assert re.search(re.escape(flag) + r'.*? ' + words, text), (kind, flag)
+
+
+def test_training_runs_total_iter_on_a_small_dataset(workdir):
+    """40 sub-images at batch 16: BasicSR counted 3 iterations per epoch, its loader gives 2 (drop_last), and
+    train_pipeline stopped after 21 epochs = 42 of 60 iterations."""
+    import basicsr.train
+    from basicsr.utils import get_root_logger
+    compat.install_training_fixes()
+    opt = tiny_options(workdir, 'small', total_iter=60, checkpoint_every=60)
+    opt['datasets']['train']['batch_size_per_gpu'] = 16
+    opt.update(dist=False, rank=0, world_size=1, num_gpu=0)
+    for phase, dataset in opt['datasets'].items():
+        dataset.update(phase=phase, scale=2)
+    train_loader, _, _, total_epochs, total_iters = basicsr.train.create_train_val_dataloader(
+        opt, get_root_logger('basicsr_taylor_test'))
+    assert len(train_loader) == 2 and total_iters == 60
+    assert (total_epochs + 1) * len(train_loader) >= 60  # train_pipeline runs epochs 0..total_epochs

@@ -6,6 +6,7 @@ affected. ``install()`` must run before the first ``import basicsr``; ``basicsr_
 """
 import importlib.util
 import logging
+import math
 import os
 import os.path as osp
 import subprocess
@@ -173,6 +174,21 @@ def _skip_repeated_validation(original):
     return validation
 
 
+def _epochs_from_loader(original):
+    """create_train_val_dataloader counts ceil(images / batch) iterations per epoch, but BasicSR's train loader
+    drops the last incomplete batch: on a small dataset train_pipeline ran out of epochs before total_iter (the
+    quickstart's 1600 iterations stopped at 1553). Count the epochs from the loader's own length."""
+
+    def create_train_val_dataloader(opt, logger):
+        train_loader, train_sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
+        if train_loader is not None and len(train_loader):
+            total_epochs = max(total_epochs, math.ceil(total_iters / len(train_loader)))
+        return train_loader, train_sampler, val_loaders, total_epochs, total_iters
+
+    create_train_val_dataloader.__wrapped__ = original
+    return create_train_val_dataloader
+
+
 class SafeOrderedLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
     """PyYAML's safe loader building OrderedDicts, as BasicSR's ``ordered_yaml()`` loader does. BasicSR 1.4.2
     loads option files with the full loader, so ``!!python/object/apply:os.system [...]`` in a downloaded
@@ -202,7 +218,8 @@ def install_training_fixes():
     - BaseModel.model_to_device -> DDP without device_ids when there is no CUDA;
     - checkpoints and training states are written to a temporary name and renamed (never half-written);
     - option files are parsed with :class:`SafeOrderedLoader` (basicsr.utils.options.ordered_yaml);
-    - the validation after the last iteration is skipped when the weights were just validated.
+    - the validation after the last iteration is skipped when the weights were just validated;
+    - train_pipeline's epoch count follows the train loader's length (it drops the last incomplete batch).
     """
     global _training_fixes_installed
     if _training_fixes_installed:
@@ -218,4 +235,5 @@ def install_training_fixes():
     BaseModel.model_to_device = _cpu_aware_model_to_device(BaseModel.model_to_device)
     basicsr.utils.options.ordered_yaml = _safe_ordered_yaml(basicsr.utils.options.ordered_yaml)
     BaseModel.validation = _skip_repeated_validation(BaseModel.validation)
+    basicsr.train.create_train_val_dataloader = _epochs_from_loader(basicsr.train.create_train_val_dataloader)
     _training_fixes_installed = True
