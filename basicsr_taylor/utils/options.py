@@ -105,7 +105,8 @@ def check_network(network):
             warnings.simplefilter('ignore')
             ARCH_REGISTRY.get(network['type'])(**kwargs)
     except Exception as err:  # noqa: BLE001  (ValueError/TypeError/assertions of any architecture)
-        raise OptionError(f'network_g ({network["type"]}): {err}') from None
+        detail = str(err) if isinstance(err, ValueError) else f'{type(err).__name__}: {err}'
+        raise OptionError(f'network_g ({network["type"]}): {" ".join(detail.split())}') from None
 
 
 def check_options(opt):
