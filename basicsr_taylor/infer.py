@@ -26,7 +26,7 @@ from basicsr_taylor.utils.checkpoint import (CheckpointError, load_network, netw
                                              network_window_size)
 from basicsr_taylor.utils.image_io import (IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float,
                                            write_image)
-from basicsr_taylor.utils.tiling import check_tile_options, tiled_forward
+from basicsr_taylor.utils.tiling import check_tile_options, tile_grid, tiled_forward
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 ALPHA_UPSAMPLERS = ('bicubic', 'model')
@@ -59,7 +59,8 @@ class Upscaler:
 
     def __init__(self, network, scale, device, precision='fp32', tile=0, tile_overlap=32, progress=False,
                  align=None):
-        check_tile_options(tile, tile_overlap)
+        self.align = align or int(getattr(network, 'window_size', 1))  # tiles start on the window grid
+        check_tile_options(tile, tile_overlap, self.align)
         check_precision(precision, device)
         self.network = network.to(device).eval()
         self.scale = scale
@@ -68,7 +69,6 @@ class Upscaler:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.progress = progress
-        self.align = align or int(getattr(network, 'window_size', 1))  # tiles start on the window grid
         self.fp32_fallbacks = 0
 
     @torch.no_grad()  # not inference_mode: tensors the network caches (region ids) must stay usable in training
@@ -172,9 +172,9 @@ def main(argv=None):
     if not images:
         print(f'error: no images ({", ".join(IMAGE_EXTENSIONS)}) in {args.input}', file=sys.stderr)
         return 2
-    if args.tile and args.tile % window:
-        logger.info('--tile %d is rounded down to a multiple of window_size %d: %d', args.tile, window,
-                    max(window, args.tile // window * window))
+    if args.tile:
+        tile, step = tile_grid(args.tile, args.tile_overlap, window)
+        logger.info('tiles of %d pixels every %d (window %d), neighbours share %d', tile, step, window, tile - step)
     in_channels = network_in_channels(network, network_opt)
     suffix = f'_x{scale}' if args.suffix is None else args.suffix
     logger.info('network_g of %s (x%d) on %s, %s; %d image(s)', opt_path, scale, device, args.precision, len(images))

@@ -8,7 +8,8 @@
 3. trains through BasicSR's own pipeline (``basicsr_taylor.train``: LMDB loader, validation, checkpoints,
    tensorboard) with --auto_resume, so running it again continues an interrupted run;
 4. prints the validation PSNR/SSIM (Y channel, 2 border pixels cropped) of the trained network next to MATLAB
-   bicubic upscaling of the same LR images.
+   bicubic upscaling of the same LR images, draws quickstart_comparison.png (bicubic | TaylorSwinIR | ground
+   truth), writes a test option file for the trained model and prints the test and infer commands to try next.
 
 Everything goes under the current directory (or --root): datasets/quickstart/, experiments/, tb_logger/.
 """
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from .data import image_key, list_images, prepare_sample_photos
 from .data.sample_photos import VAL_PHOTOS
 from .utils.files import write_atomically
+from .utils.image_io import write_image
 
 NAME = 'quickstart_TaylorSwinIR_SRx2'
 DATA_DIR = osp.join('datasets', 'quickstart')
@@ -49,7 +51,6 @@ def prepare_quickstart_data(data_dir=DATA_DIR, workers=1):
 
 def quickstart_options(dataroots, total_iter=TOTAL_ITER, network=None, name=NAME):
     """The BasicSR option dict of the quickstart run (written to a YAML file for basicsr_taylor.train)."""
-    metric = dict(crop_border=SCALE, test_y_channel=True)
     return {
         'name': name, 'model_type': 'SRModel', 'scale': SCALE, 'num_gpu': 'auto', 'manual_seed': 0,
         'datasets': {
@@ -70,11 +71,28 @@ def quickstart_options(dataroots, total_iter=TOTAL_ITER, network=None, name=NAME
             'total_iter': total_iter, 'warmup_iter': -1,
             'pixel_opt': dict(type='L1Loss', loss_weight=1.0, reduction='mean'),
         },
-        'val': dict(val_freq=max(total_iter // 2, 1), save_img=False,
-                    metrics=dict(psnr=dict(type='calculate_psnr', **metric),
-                                 ssim=dict(type='calculate_ssim', **metric))),
+        'val': dict(val_freq=max(total_iter // 2, 1), save_img=False, metrics=_metrics()),
         'logger': dict(print_freq=max(total_iter // 30, 1), save_checkpoint_freq=max(total_iter // 4, 1),
                        use_tb_logger=True, wandb=dict(project=None, resume_id=None)),
+    }
+
+
+def _metrics():
+    metric = dict(crop_border=SCALE, test_y_channel=True)
+    return dict(psnr=dict(type='calculate_psnr', **metric), ssim=dict(type='calculate_ssim', **metric))
+
+
+def options_for_test(train_opt, model_path):
+    """Option file for ``basicsr-taylor-test``: the trained model (EMA weights) on the validation images."""
+    val = train_opt['datasets']['val']
+    return {
+        'name': train_opt['name'] + '_test', 'model_type': 'SRModel', 'scale': SCALE, 'num_gpu': 'auto',
+        'manual_seed': 0,
+        'datasets': {'test_1': dict(name='SamplePhotosVal', type='PairedImageDataset', dataroot_gt=val['dataroot_gt'],
+                                    dataroot_lq=val['dataroot_lq'], io_backend=dict(type='disk'))},
+        'network_g': dict(train_opt['network_g']),
+        'path': dict(pretrain_network_g=model_path, param_key_g='params_ema', strict_load_g=True),
+        'val': dict(save_img=True, suffix=None, metrics=_metrics()),
     }
 
 
@@ -137,12 +155,28 @@ def evaluate(opt, model_path):
         with torch.no_grad():
             sr = tensor2img(net(img2tensor(lq, bgr2rgb=True)[None]))  # BGR uint8
         bicubic = np.clip(np.round(imresize(lq, SCALE) * 255.), 0, 255).astype(np.uint8)
-        row = {'image': key}
+        row = {'image': key, 'images': {'bicubic': bicubic, 'TaylorSwinIR': sr, 'ground truth': gt}}
         for method, img in (('TaylorSwinIR', sr), ('bicubic', bicubic)):
             row[method] = (calculate_psnr(img, gt, SCALE, test_y_channel=True),
                            calculate_ssim(img, gt, SCALE, test_y_channel=True))
         rows.append(row)
     return rows
+
+
+def comparison_image(row, box=(40, 100, 96, 96), zoom=2):
+    """bicubic | TaylorSwinIR | ground truth: the same HR crop (top, left, height, width) of one validation image,
+    enlarged ``zoom`` times (nearest), each under a label with its PSNR on the whole image."""
+    top, left, height, width = box
+    panels = []
+    for method, img in row['images'].items():
+        crop = img[top:top + height, left:left + width]
+        crop = cv2.resize(crop, (width * zoom, height * zoom), interpolation=cv2.INTER_NEAREST)
+        label = method if method not in row else f'{method} {row[method][0]:.2f} dB'
+        band = np.full((28, crop.shape[1], 3), 255, np.uint8)
+        cv2.putText(band, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        panels.append(np.vstack([band, crop]))
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    return np.hstack([part for panel in panels for part in (panel, gap)][:-1])
 
 
 def format_results(rows):
@@ -180,11 +214,19 @@ def run(argv=None):
     opt = quickstart_options(dataroots, args.iters)
     opt_path = write_options(opt, osp.join(DATA_DIR, f'train_{NAME}.yml'))
     run_training(opt_path, args.iters, args.threads)
-    table, gain = format_results(evaluate(opt, osp.join('experiments', NAME, 'models', 'net_g_latest.pth')))
+    model_path = osp.join('experiments', NAME, 'models', 'net_g_latest.pth')
+    rows = evaluate(opt, model_path)
+    table, gain = format_results(rows)
+    picture = 'quickstart_comparison.png'
+    write_image(comparison_image(rows[0]), picture)
+    test_path = write_options(options_for_test(opt, model_path), osp.join(DATA_DIR, f'test_{NAME}.yml'))
     print(f'\nValidation on crops of {", ".join(p[0] for p in VAL_PHOTOS)} (held out, x{SCALE}):\n{table}')
     print(f'Total time {time.time() - start:.0f} s. Logs and checkpoints: experiments/{NAME}/, '
-          f'tensorboard: tb_logger/{NAME}/. Train again with:\n'
-          f'  python -m basicsr_taylor.train -opt {opt_path} --auto_resume')
+          f'tensorboard: tb_logger/{NAME}/, side by side: {picture}. Next:\n'
+          f'  basicsr-taylor-test -opt {test_path}            # PSNR/SSIM and SR images in results/\n'
+          f'  basicsr-taylor-infer -i {opt["datasets"]["val"]["dataroot_lq"]} -o results/quickstart_infer '
+          f'--model {model_path}\n'
+          f'  basicsr-taylor-train -opt {opt_path} --auto_resume   # train further (raise train:total_iter)')
     return gain
 
 

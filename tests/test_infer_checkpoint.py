@@ -74,6 +74,18 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
     assert not os.path.exists(marker)
 
 
+def test_a_file_that_is_no_checkpoint_says_so(tmp_path):
+    (tmp_path / 'notes.pth').write_text('hello world, not weights\n')  # torch.load says only "KeyError: 101"
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    with pytest.raises(CheckpointError, match=r'notes.pth is not a PyTorch checkpoint \(neither the zip archive'):
+        load_state_dict(str(tmp_path / 'notes.pth'))
+    with pytest.raises(CheckpointError, match=r'empty.pth is not a PyTorch checkpoint \(empty file\)'):
+        load_state_dict(str(tmp_path / 'empty.pth'))
+    (tmp_path / 'truncated.pth').write_bytes(b'PK\x03\x04 truncated')
+    with pytest.raises(CheckpointError, match='weights-only checkpoint .*: RuntimeError: .*zip archive'):
+        load_state_dict(str(tmp_path / 'truncated.pth'))
+
+
 def test_a_mismatching_checkpoint_names_scale_width_and_depth(tmp_path):
     other = build(upscale=4, embed_dim=24, depths=[2, 2], num_heads=[2, 2]).state_dict()
     model_path = str(tmp_path / 'net_g_x4.pth')

@@ -1,4 +1,6 @@
 """Tiled inference (seamless, memory bounded by the tile) and half precision, on a real photo."""
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
 from basicsr.metrics import calculate_psnr
 from basicsr_taylor import TaylorSwinIR
 from basicsr_taylor.infer import Upscaler
-from basicsr_taylor.utils.tiling import blend_ramp, check_tile_options, tile_spans, tiled_forward
+from basicsr_taylor.utils.tiling import blend_ramp, check_tile_options, tile_grid, tile_spans, tiled_forward
 
 CPU = torch.device('cpu')
 
@@ -49,7 +51,7 @@ def test_tile_spans_cover_the_image_on_the_window_grid():
             covered[start:stop] = True
         assert covered.all() and spans[-1][1] == size, (size, tile, overlap, align)
         for (_, stop), (start, _) in zip(spans, spans[1:]):
-            assert stop - start >= overlap  # neighbours share at least the overlap
+            assert stop - start >= max(overlap, align if overlap else 0)  # the overlap, at least a window
     assert tile_spans(300, 144, 32, 48) == [(0, 144), (96, 240), (192, 300)]
 
 
@@ -120,3 +122,42 @@ def test_bad_tile_options_are_rejected():
     for tile, overlap, match in [(-1, 0, '--tile'), (32, 32, '--tile-overlap'), (32, -2, '--tile-overlap')]:
         with pytest.raises(ValueError, match=match):
             check_tile_options(tile, overlap)
+
+
+@pytest.mark.parametrize('window, size, tiles, overlaps', [
+    (16, 96, (7, 16, 20, 32, 40, 48, 64), (1, 2, 8, 16, 32)),
+    (48, 160, (48, 64, 95, 96, 100, 144), (2, 16, 32, 47)),
+], ids=['window16', 'window48'])
+def test_every_accepted_tile_and_overlap_is_seamless_on_a_photo(window, size, tiles, overlaps):
+    """Any (tile, overlap > 0) is either refused with a tile that works, or within 45 dB of one pass; tiles of
+    one window with no overlap show the seams this detects (issue 12: --tile 7 silently lost its overlap)."""
+    torch.manual_seed(0)
+    net = TaylorSwinIR(upscale=2, window_size=window, embed_dim=12, depths=[2, 2], num_heads=[2, 2],
+                       mlp_ratio=2, upsampler='pixelshuffle').eval()
+    hr = cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+    lr = torch.from_numpy(hr).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        full = to_uint8(net(lr))
+
+        layouts = {}  # pairs with the same (tile, step) give the same tiles: compute each layout once
+
+        def psnr(tile, overlap):
+            layout = tile_grid(tile, overlap, window)
+            if layout not in layouts:
+                tiled = Upscaler(net, 2, CPU, tile=tile, tile_overlap=overlap)(lr)
+                layouts[layout] = calculate_psnr(full, to_uint8(tiled), 0)
+            return layouts[layout]
+
+        assert psnr(window, 0) < 40  # an explicit --tile-overlap 0 is allowed, and seams are visible
+        refused = 0
+        for tile in tiles:
+            for overlap in (o for o in overlaps if o < tile):
+                try:
+                    check_tile_options(tile, overlap, window)
+                except ValueError as err:
+                    refused += 1
+                    suggested = int(re.search(r'use --tile (\d+) or more', str(err)).group(1))
+                    assert psnr(suggested, overlap) >= 45, (tile, overlap, suggested)
+                    continue
+                assert psnr(tile, overlap) >= 45, (tile, overlap)
+        assert refused  # tiles of a single window with an overlap

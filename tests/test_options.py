@@ -1,4 +1,4 @@
-"""Every option file in options/ loads with BasicSR's YAML loader, builds its network and describes the
+"""Every option file in options/ loads with the commands' safe YAML loader, builds its network and describes the
 datasets, patch sizes and metrics the recipes promise."""
 import glob
 import os.path as osp
@@ -6,21 +6,19 @@ import re
 
 import pytest
 import torch
-import yaml
 
 import basicsr_taylor  # noqa: F401  (registers TaylorSwinIR)
 from basicsr.archs import build_network
-from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 from basicsr_taylor import TaylorSwinIR
+from basicsr_taylor.utils.options import read_option_file
 
 OPTIONS = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', '*.yml')))
 BENCHMARKS = ['Set5', 'Set14', 'BSD100', 'Urban100', 'Manga109']
 
 
 def load(path):
-    with open(path) as f:
-        return yaml.load(f, Loader=ordered_yaml()[0])
+    return read_option_file(path)
 
 
 def scale_of(path):

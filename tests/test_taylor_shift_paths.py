@@ -431,7 +431,7 @@ def load_benchmark():
     return module
 
 
-def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
+def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path, capfd):
     bench = load_benchmark()
     out = tmp_path / 'bench'
     records = bench.main(['--quick', '--repeats', '1', '--warmup', '0', '--cpu-mem-cap-gb', '0', '--device', 'cpu',
@@ -449,6 +449,8 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
     text = (out / 'results.md').read_text()
     assert '## op' in text and '## model' in text and '## targets' in text and 'torch' in text
     assert 'S train: TaylorSwinIR-w8 time / SwinIR-w4' in text
+    output = capfd.readouterr()
+    assert 'profiler_start' not in output.err and 'gpuGetDeviceCount' not in output.err  # kineto kept quiet
     pngs = sorted(p.name for p in out.glob('*.png'))
     assert pngs == ['op_forward.png', 'op_forward_backward.png', 'scaling-size.png', 'scaling-window.png']
     assert all((out / p).stat().st_size > 1000 for p in pngs)

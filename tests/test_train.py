@@ -15,8 +15,10 @@ import time
 import cv2
 import pytest
 import torch
+import yaml
 
 import basicsr_taylor  # noqa: F401
+import basicsr.utils.options as basicsr_options
 from basicsr.metrics import calculate_psnr
 from basicsr.models.lr_scheduler import MultiStepRestartLR
 from basicsr_taylor import data, quickstart
@@ -109,6 +111,7 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     resumed = int(re.search(r'Resuming training from epoch: \d+, iter: (\d+)\.', log).group(1))
     assert resumed in saved and resumed >= max(saved) - 4
     assert re.search(r'iter:\s+60, lr', log)  # ran to the end
+    assert '@ 60 iter' in log and '@ 61 iter' not in log  # validated once at the end, not again at 61
     assert f'iter:{resumed + 1:8,d}, lr' in log
     assert re.search(r'Validation SamplePhotosVal\s+# psnr: \d+\.\d+.*\s+# ssim: 0\.\d+', log)
     models = root / 'experiments' / name / 'models'
@@ -118,23 +121,14 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     assert set(latest) == {'params', 'params_ema'}
 
     # 3. the test pipeline on the validation images: PSNR/SSIM logged, images saved at 2x the LR size
-    test_opt = {
-        'name': 'e2e_tiny_test', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 'auto', 'manual_seed': 0,
-        'datasets': {'test_1': dict(name='Val', type='PairedImageDataset', dataroot_gt=str(root / 'data' / 'val_HR'),
-                                    dataroot_lq=str(root / 'data' / 'val_LR' / 'X2'), io_backend=dict(type='disk'))},
-        'network_g': TINY_NET,
-        'path': dict(pretrain_network_g=str(models / 'net_g_latest.pth'), param_key_g='params_ema',
-                     strict_load_g=True),
-        'val': dict(save_img=True, suffix=None, metrics=dict(
-            psnr=dict(type='calculate_psnr', crop_border=2, test_y_channel=True),
-            ssim=dict(type='calculate_ssim', crop_border=2, test_y_channel=True))),
-    }
+    test_opt = quickstart.options_for_test(opt, str(models / 'net_g_latest.pth'))  # the quickstart's test file
+    assert test_opt['name'] == 'e2e_tiny_test' and test_opt['network_g'] == opt['network_g']
     test_yml = write_options(test_opt, str(root / 'e2e_test.yml'))
     done = subprocess.run([sys.executable, osp.join(REPO, 'basicsr_taylor', 'test.py'), '-opt', test_yml], cwd=root,
                           env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     result = root / 'results' / 'e2e_tiny_test'
-    sr = cv2.imread(str(result / 'visualization' / 'Val' / 'chelsea_e2e_tiny_test.png'))
+    sr = cv2.imread(str(result / 'visualization' / 'SamplePhotosVal' / 'chelsea_e2e_tiny_test.png'))
     assert sr.shape == (70, 82, 3)  # LR 35x41 (71x83 cropped to even) x 2
     log = ''.join(open(p).read() for p in glob.glob(str(result / 'test_*.log')))
     logged_psnr = float(re.search(r'# psnr: (\d+\.\d+)', log).group(1))
@@ -149,6 +143,18 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     table, gain = quickstart.format_results(rows)
     assert gain == pytest.approx(rows[0]['TaylorSwinIR'][0] - rows[0]['bicubic'][0])
     assert 'chelsea' in table and ('above bicubic' if gain > 0 else 'below bicubic') in table
+
+    # 5. the quickstart's picture: bicubic | TaylorSwinIR | ground truth, the same crop zoomed 2x under a label
+    picture = quickstart.comparison_image(rows[0], box=(10, 20, 24, 30), zoom=2)
+    band, width = 28, 60
+    assert picture.shape == (band + 48, 3 * width + 2 * 4, 3)
+    images = rows[0]['images']
+    for i, method in enumerate(('bicubic', 'TaylorSwinIR', 'ground truth')):
+        panel = picture[:, i * (width + 4):i * (width + 4) + width]
+        crop = images[method][10:34, 20:50].repeat(2, axis=0).repeat(2, axis=1)
+        assert (panel[band:] == crop).all(), method
+        assert (panel[:band] < 128).any()  # a label is drawn
+    assert (images['ground truth'] == gt).all() and (images['TaylorSwinIR'] == sr).all()
 
 
 def test_resume_skips_an_unreadable_newest_state(tmp_path):
@@ -231,7 +237,10 @@ def test_good_tiny_options_pass_the_checks(workdir):
     ({'scale': 3, 'network_g:upscale': 3}, r'scale 3 does not match the data of datasets:train: GT 48x48 .* vs LQ '
      r'24x24 .*, which is x2'),
     ({'scale': 4}, 'network_g:upscale=2 differs from scale=4'),
-    ({'datasets:train:gt_size': 96}, r'datasets:train:gt_size=96 is larger than the GT images \(48x48\)'),
+    ({'datasets:train:gt_size': 96}, r'datasets:train:gt_size=96 is larger than 40 of the 40 GT images; the '
+     r'smallest is .*\.png \(48x48\) in .*train_HR_sub.lmdb: use gt_size <= 48'),
+    ({'network_g:window_size': 0}, r'network_g \(TaylorSwinIR\): window_size must be a positive int, got 0'),
+    ({'network_g:depths': [2, 2]}, r'network_g \(TaylorSwinIR\): depths and num_heads must have the same length'),
 ])
 def test_bad_options_name_the_problem(workdir, change, message):
     with pytest.raises(OptionError, match=message):
@@ -259,3 +268,102 @@ def test_bad_option_file_stops_the_training_command(workdir):
     assert re.search(r'basicsr-taylor-train: error: .*bad.yml: datasets:train:dataroot_lq: not found: .*missing_X2',
                      done.stderr)
     assert not osp.exists(workdir / 'experiments' / 'bad_cli' / 'models')
+
+
+def test_gt_size_is_checked_against_every_training_image(workdir, tmp_path):
+    """Not just the first: BasicSR's random crop fails mid-run on any image smaller than gt_size."""
+    gt, lq = tmp_path / 'gt', tmp_path / 'lq'
+    os.makedirs(gt)
+    os.makedirs(lq)
+    photo = sample_photo('astronaut')
+    for name, (height, width) in {'a': (64, 64), 'b': (40, 50), 'c': (30, 60), 'd': (64, 48)}.items():
+        cv2.imwrite(str(gt / f'{name}.png'), photo[:height, :width])
+        cv2.imwrite(str(lq / f'{name}.png'), photo[:height // 2, :width // 2])
+    folders = {'datasets:train:dataroot_gt': str(gt), 'datasets:train:dataroot_lq': str(lq),
+               'datasets:train:io_backend': {'type': 'disk'}}
+    checked_options(workdir, **folders, **{'datasets:train:gt_size': 30})
+    with pytest.raises(OptionError, match=r'gt_size=48 is larger than 2 of the 4 GT images; the smallest is c.png '
+                       r'\(30x60\) .*: use gt_size <= 30'):
+        checked_options(workdir, **folders, **{'datasets:train:gt_size': 48})
+    lmdb = tmp_path / 'sizes.lmdb'  # the LMDB check reads meta_info.txt only
+    os.makedirs(lmdb)
+    (lmdb / 'meta_info.txt').write_text('x.png (96,96,3) 1\ny.png (96,40,3) 1\nz.png (64,96,3) 1\n')
+    with pytest.raises(OptionError, match=r'gt_size=48 is larger than 1 of the 3 GT images; the smallest is y.png '
+                       r'\(96x40\) in .*sizes.lmdb: use gt_size <= 40'):
+        option_checks.check_dataset('train', dict(type='PairedImageDataset', io_backend={'type': 'lmdb'},
+                                                  dataroot_gt=str(lmdb), dataroot_lq=str(lmdb), gt_size=48), 1)
+
+
+def run_command(kind, argv, cwd):
+    return subprocess.run([sys.executable, '-m', f'basicsr_taylor.{kind}', *argv], cwd=cwd, env=ENV,
+                          capture_output=True, text=True)
+
+
+def test_a_failed_start_moves_nothing(workdir, tmp_path):
+    """A network option that cannot build stops train and test before BasicSR archives experiments/<name>,
+    tb_logger/<name> or results/<name> (it used to rename them, then raise a traceback)."""
+    for folder in ('experiments', 'tb_logger', 'results'):
+        os.makedirs(tmp_path / folder / 'kept')
+        (tmp_path / folder / 'kept' / 'net_g_latest.pth').write_bytes(b'trained')
+    opt = tiny_options(workdir, 'kept', total_iter=4, checkpoint_every=4)
+    opt['network_g']['window_size'] = 0
+    opt_path = write_options(opt, str(tmp_path / 'kept.yml'))
+    for kind in ('train', 'test'):
+        done = run_command(kind, ['-opt', opt_path], tmp_path)
+        assert done.returncode != 0
+        assert done.stderr.strip().splitlines() == [
+            f'basicsr-taylor-{kind}: error: {opt_path}: network_g (TaylorSwinIR): window_size must be a positive '
+            'int, got 0'], done.stderr[-3000:]
+        for folder in ('experiments', 'tb_logger', 'results'):
+            assert os.listdir(tmp_path / folder) == ['kept']
+            assert os.listdir(tmp_path / folder / 'kept') == ['net_g_latest.pth']
+
+
+@pytest.mark.parametrize('kind', ['train', 'test'])
+def test_unreadable_option_files_are_one_line_errors(tmp_path, monkeypatch, capsys, kind):
+    """A missing file, broken YAML (with its line) and a Python tag, which BasicSR 1.4.2's full loader ran."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'argv', [f'basicsr-taylor-{kind}'])
+    (tmp_path / 'broken.yml').write_text('name: x\nscale: 2\n  network_g: [\n')
+    (tmp_path / 'evil.yml').write_text('name: x\nscale: !!python/object/apply:os.makedirs ["code_ran"]\n')
+    for path, message in [('missing.yml', 'missing.yml: cannot read the option file: No such file or directory'),
+                          ('broken.yml', 'broken.yml: line 3: mapping values are not allowed'),
+                          ('evil.yml', "evil.yml: line 2: could not determine a constructor for the tag "
+                           "'tag:yaml.org,2002:python/object/apply:os.makedirs' (option files are read with a safe")]:
+        with pytest.raises(SystemExit) as exit_:
+            option_checks.run_basicsr_pipeline(kind, ['-opt', path])
+        assert str(exit_.value).startswith(f'basicsr-taylor-{kind}: error: {message}'), str(exit_.value)
+        assert '\n' not in str(exit_.value)
+    assert sorted(os.listdir(tmp_path)) == ['broken.yml', 'evil.yml']  # no code_ran, nothing else written
+    # BasicSR's own parser, used after the check, is safe too
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.load(open(tmp_path / 'evil.yml'), Loader=basicsr_options.ordered_yaml()[0])
+    assert not osp.exists(tmp_path / 'code_ran')
+
+
+def test_train_and_test_help_describe_every_flag(capsys):
+    for kind in ('train', 'test'):
+        with pytest.raises(SystemExit) as exit_:
+            option_checks.run_basicsr_pipeline(kind, ['--help'])
+        assert exit_.value.code == 0
+        text = ' '.join(capsys.readouterr().out.split())
+        for flag, words in [('-opt FILE', 'option file'), ('--launcher', 'torchrun'), ('--auto_resume', 'newest state'),
+                            ('--debug', 'validation every 8'), ('--force_yml', 'override existing options')]:
+            assert re.search(re.escape(flag) + r'.*? ' + words, text), (kind, flag)
+
+
+def test_training_runs_total_iter_on_a_small_dataset(workdir):
+    """40 sub-images at batch 16: BasicSR counted 3 iterations per epoch, its loader gives 2 (drop_last), and
+    train_pipeline stopped after 21 epochs = 42 of 60 iterations."""
+    import basicsr.train
+    from basicsr.utils import get_root_logger
+    compat.install_training_fixes()
+    opt = tiny_options(workdir, 'small', total_iter=60, checkpoint_every=60)
+    opt['datasets']['train']['batch_size_per_gpu'] = 16
+    opt.update(dist=False, rank=0, world_size=1, num_gpu=0)
+    for phase, dataset in opt['datasets'].items():
+        dataset.update(phase=phase, scale=2)
+    train_loader, _, _, total_epochs, total_iters = basicsr.train.create_train_val_dataloader(
+        opt, get_root_logger('basicsr_taylor_test'))
+    assert len(train_loader) == 2 and total_iters == 60
+    assert (total_epochs + 1) * len(train_loader) >= 60  # train_pipeline runs epochs 0..total_epochs

@@ -3,7 +3,16 @@ import os
 import os.path as osp
 import shutil
 
+from tqdm import tqdm
+
 from .folders import DataPreparationError
+
+
+class _OneDescriptionBar(tqdm):
+    """BasicSR's LMDB writer renames its bar for every image (``Write <key>``): most of a quickstart log."""
+
+    def set_description(self, desc=None, refresh=True):
+        pass
 
 
 def lmdb_is_complete(lmdb_path, image_dir):
@@ -18,7 +27,7 @@ def lmdb_is_complete(lmdb_path, image_dir):
 
 def make_lmdb(image_dir, lmdb_path, workers=1, overwrite=False):
     """LMDB of the PNGs in ``image_dir`` via basicsr.utils.lmdb_util.make_lmdb_from_imgs (keys = file stems)."""
-    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    from basicsr.utils import lmdb_util
     if not lmdb_path.endswith('.lmdb'):
         raise DataPreparationError(f'LMDB path must end with .lmdb: {lmdb_path}')
     if not overwrite and lmdb_is_complete(lmdb_path, image_dir):
@@ -29,9 +38,13 @@ def make_lmdb(image_dir, lmdb_path, workers=1, overwrite=False):
     data_bytes = sum(osp.getsize(osp.join(image_dir, f)) for f in names)
     tmp_path = lmdb_path[:-len('.lmdb')] + '.partial.lmdb'
     shutil.rmtree(tmp_path, ignore_errors=True)
-    make_lmdb_from_imgs(image_dir, tmp_path, names, [osp.splitext(f)[0] for f in names],
-                        multiprocessing_read=workers > 1, n_thread=max(workers, 1),
-                        map_size=4 * data_bytes + (64 << 20))  # PNG level 1 may be ~2x larger than level 3
+    bar, lmdb_util.tqdm = lmdb_util.tqdm, _OneDescriptionBar
+    try:
+        lmdb_util.make_lmdb_from_imgs(image_dir, tmp_path, names, [osp.splitext(f)[0] for f in names],
+                                      multiprocessing_read=workers > 1, n_thread=max(workers, 1),
+                                      map_size=4 * data_bytes + (64 << 20))  # PNG level 1 may be ~2x level 3
+    finally:
+        lmdb_util.tqdm = bar
     shutil.rmtree(lmdb_path, ignore_errors=True)
     os.replace(tmp_path, lmdb_path)
     return True

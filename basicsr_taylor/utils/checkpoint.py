@@ -31,11 +31,17 @@ def load_state_dict(model_path):
     """
     if not osp.isfile(model_path):
         raise CheckpointError(f'checkpoint not found: {model_path}')
+    with open(model_path, 'rb') as f:
+        head = f.read(2)
+    if head != b'PK' and head[:1] != b'\x80':  # torch.save writes a zip archive (before torch 1.6: a pickle)
+        raise CheckpointError(f'{model_path} is not a PyTorch checkpoint (' + (
+            'empty file)' if not head else 'neither the zip archive nor the pickle that torch.save writes)'))
     try:
         checkpoint = torch.load(model_path, map_location='cpu', weights_only=True)
     except Exception as error:  # UnpicklingError for code-carrying pickles, RuntimeError for corrupt zips
         raise CheckpointError(f'cannot load {model_path} as a weights-only checkpoint (refusing to unpickle '
-                              f'anything but tensors and plain containers): {error}') from error
+                              f'anything but tensors and plain containers): {type(error).__name__}: {error}'
+                              ) from error
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{model_path} holds a {type(checkpoint).__name__}, not a state dict')
     for key in PARAM_KEYS:

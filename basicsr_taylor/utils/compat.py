@@ -6,14 +6,17 @@ affected. ``install()`` must run before the first ``import basicsr``; ``basicsr_
 """
 import importlib.util
 import logging
+import math
 import os
 import os.path as osp
 import subprocess
 import sys
 import types
+from collections import OrderedDict
 
 import torch
 import torch.distributed as dist
+import yaml
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
@@ -156,6 +159,54 @@ class _TorchWithAtomicSave:
         return None
 
 
+def _skip_repeated_validation(original):
+    """train_pipeline validates once more after its last iteration: when total_iter is a multiple of val_freq,
+    that repeats the validation just done on the same weights (``@ 800 iter``, then ``@ 801 iter``)."""
+
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        weights = tuple(p._version for p in self.net_g.parameters())  # every optimizer step bumps them
+        if getattr(self, '_validated', None) == (dataloader, weights):
+            return None
+        self._validated = (dataloader, weights)
+        return original(self, dataloader, current_iter, tb_logger, save_img)
+
+    validation.__wrapped__ = original
+    return validation
+
+
+def _epochs_from_loader(original):
+    """create_train_val_dataloader counts ceil(images / batch) iterations per epoch, but BasicSR's train loader
+    drops the last incomplete batch: on a small dataset train_pipeline ran out of epochs before total_iter (the
+    quickstart's 1600 iterations stopped at 1553). Count the epochs from the loader's own length."""
+
+    def create_train_val_dataloader(opt, logger):
+        train_loader, train_sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
+        if train_loader is not None and len(train_loader):
+            total_epochs = max(total_epochs, math.ceil(total_iters / len(train_loader)))
+        return train_loader, train_sampler, val_loaders, total_epochs, total_iters
+
+    create_train_val_dataloader.__wrapped__ = original
+    return create_train_val_dataloader
+
+
+class SafeOrderedLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
+    """PyYAML's safe loader building OrderedDicts, as BasicSR's ``ordered_yaml()`` loader does. BasicSR 1.4.2
+    loads option files with the full loader, so ``!!python/object/apply:os.system [...]`` in a downloaded
+    recipe ran a command; this one refuses every Python tag and keeps YAML's standard ones (``!!float 2e-4``)."""
+
+
+SafeOrderedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                  lambda loader, node: OrderedDict(loader.construct_pairs(node)))
+
+
+def _safe_ordered_yaml(original):
+    def ordered_yaml():
+        return SafeOrderedLoader, original()[1]
+
+    ordered_yaml.__wrapped__ = original
+    return ordered_yaml
+
+
 _training_fixes_installed = False
 
 
@@ -165,7 +216,10 @@ def install_training_fixes():
     - basicsr.train.load_resume_state -> :func:`load_resume_state` (resume without CUDA, torch.load);
     - init_dist as used by basicsr.utils.options.parse_options -> gloo without CUDA, BasicSR's with CUDA;
     - BaseModel.model_to_device -> DDP without device_ids when there is no CUDA;
-    - checkpoints and training states are written to a temporary name and renamed (never half-written).
+    - checkpoints and training states are written to a temporary name and renamed (never half-written);
+    - option files are parsed with :class:`SafeOrderedLoader` (basicsr.utils.options.ordered_yaml);
+    - the validation after the last iteration is skipped when the weights were just validated;
+    - train_pipeline's epoch count follows the train loader's length (it drops the last incomplete batch).
     """
     global _training_fixes_installed
     if _training_fixes_installed:
@@ -179,4 +233,7 @@ def install_training_fixes():
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.options.init_dist = _cpu_aware_init_dist
     BaseModel.model_to_device = _cpu_aware_model_to_device(BaseModel.model_to_device)
+    basicsr.utils.options.ordered_yaml = _safe_ordered_yaml(basicsr.utils.options.ordered_yaml)
+    BaseModel.validation = _skip_repeated_validation(BaseModel.validation)
+    basicsr.train.create_train_val_dataloader = _epochs_from_loader(basicsr.train.create_train_val_dataloader)
     _training_fixes_installed = True

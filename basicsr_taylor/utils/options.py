@@ -1,13 +1,17 @@
 """Option files: checked before BasicSR uses them, and BasicSR's own train/test pipelines run with them.
 
-A wrong option file fails at once with a message naming the option key and the file or size at fault (BasicSR
-itself fails later, often with a bare KeyError or assertion).
+A wrong option file fails at once, before BasicSR creates or archives anything under experiments/, tb_logger/
+or results/, with one line naming the file and the option key or YAML line at fault (BasicSR itself fails
+later, often with a bare KeyError or assertion, after renaming the experiment folder).
 """
+import argparse
 import importlib
 import os
 import os.path as osp
 import sys
+import warnings
 
+import yaml
 from PIL import Image
 
 from . import compat
@@ -25,24 +29,33 @@ def _check_registered(registry, name, key):
         raise OptionError(f'{key}: unknown type {name!r}; registered: {", ".join(sorted(registry.keys()))}')
 
 
-def _first_image_size(root, io_backend, key):
-    """(height, width) of the first image of a dataset root: from meta_info.txt for LMDB, the file otherwise."""
+def _image_sizes(root, io_backend, key, first_only=False):
+    """[(name, height, width)] of a dataset root's images: from meta_info.txt for LMDB, image headers otherwise."""
     if io_backend == 'lmdb':
         meta = osp.join(root, 'meta_info.txt')
         if not root.endswith('.lmdb') or not osp.isfile(meta):
             raise OptionError(f'{key}: {root} is not an LMDB made by BasicSR (no meta_info.txt); '
                               'create it with scripts/prepare_div2k.py')
+        sizes = []
         with open(meta) as f:
-            line = f.readline()
-        height, width = line.split('(')[1].split(',')[:2]
-        return int(height), int(width)
+            for line in f:  # "0001_s001.png (480,480,3) 1"
+                if line.strip():
+                    name, shape = line.split(' (', 1)
+                    height, width = shape.split(',')[:2]
+                    sizes.append((name, int(height), int(width)))
+                    if first_only:
+                        break
+        return sizes
     if not osp.isdir(root):
         raise OptionError(f'{key}: folder not found: {root}')
     files = list_images(root)
     if not files:
         raise OptionError(f'{key}: no images in {root}')
-    with Image.open(files[0]) as im:
-        return im.size[1], im.size[0]
+    sizes = []
+    for path in files[:1] if first_only else files:
+        with Image.open(path) as im:  # reads the header only
+            sizes.append((osp.basename(path), im.size[1], im.size[0]))
+    return sizes
 
 
 def check_dataset(phase, dataset, scale):
@@ -55,6 +68,7 @@ def check_dataset(phase, dataset, scale):
     backend = (dataset.get('io_backend') or {}).get('type')
     if backend is None:
         raise OptionError(f'{prefix}:io_backend:type is missing (lmdb or disk)')
+    gt_size = dataset.get('gt_size') if phase == 'train' else None
     sizes = {}
     for which in ('gt', 'lq'):
         key = f'{prefix}:dataroot_{which}'
@@ -63,18 +77,36 @@ def check_dataset(phase, dataset, scale):
             raise OptionError(f'{key} is missing')
         if not osp.exists(root):
             raise OptionError(f'{key}: not found: {root}')
-        sizes[which] = _first_image_size(root, backend, key)
-    (gt_h, gt_w), (lq_h, lq_w) = sizes['gt'], sizes['lq']
+        sizes[which] = _image_sizes(root, backend, key, first_only=not (gt_size and which == 'gt'))
+    (_, gt_h, gt_w), (_, lq_h, lq_w) = sizes['gt'][0], sizes['lq'][0]
     if scale and not all(0 <= g - q * scale < scale for g, q in ((gt_h, lq_h), (gt_w, lq_w))):
         raise OptionError(
             f'scale {scale} does not match the data of {prefix}: GT {gt_h}x{gt_w} ({dataset["dataroot_gt"]}) vs '
             f'LQ {lq_h}x{lq_w} ({dataset["dataroot_lq"]}), which is x{gt_h / lq_h:.3g}')
-    gt_size = dataset.get('gt_size')
-    if phase == 'train' and gt_size is not None:
+    if gt_size is not None:
         if gt_size % scale:
             raise OptionError(f'{prefix}:gt_size={gt_size} is not a multiple of scale {scale}')
-        if gt_size > gt_h or gt_size > gt_w:
-            raise OptionError(f'{prefix}:gt_size={gt_size} is larger than the GT images ({gt_h}x{gt_w})')
+        small = [size for size in sizes['gt'] if min(size[1:]) < gt_size]  # BasicSR's random crop would fail
+        if small:
+            name, height, width = min(small, key=lambda size: min(size[1:]))
+            fits = min(height, width) // scale * scale
+            raise OptionError(f'{prefix}:gt_size={gt_size} is larger than {len(small)} of the {len(sizes["gt"])} '
+                              f'GT images; the smallest is {name} ({height}x{width}) in {dataset["dataroot_gt"]}: '
+                              f'use gt_size <= {fits} or leave the small images out')
+
+
+def check_network(network):
+    """Build ``network_g`` once (on the CPU, warnings left to the real build): a bad argument fails here, before
+    BasicSR archives the experiment folder. Not basicsr's build_network: its logger must not start yet."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+    kwargs = {k: v for k, v in network.items() if k != 'type'}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            ARCH_REGISTRY.get(network['type'])(**kwargs)
+    except Exception as err:  # noqa: BLE001  (ValueError/TypeError/assertions of any architecture)
+        detail = str(err) if isinstance(err, ValueError) else f'{type(err).__name__}: {err}'
+        raise OptionError(f'network_g ({network["type"]}): {" ".join(detail.split())}') from None
 
 
 def check_options(opt):
@@ -96,9 +128,34 @@ def check_options(opt):
         raise OptionError('datasets:train is missing')
     for phase, dataset in opt['datasets'].items():
         check_dataset(phase, dataset, scale)
+    check_network(network)
     pretrained = (opt.get('path') or {}).get('pretrain_network_g')
     if pretrained and not opt.get('auto_resume') and not osp.isfile(pretrained):
         raise OptionError(f'path:pretrain_network_g: file not found: {pretrained}')
+
+
+def _yaml_error(err):
+    mark = getattr(err, 'problem_mark', None)
+    where = f'line {mark.line + 1}: ' if mark is not None else ''
+    problem = getattr(err, 'problem', None) or str(err).splitlines()[0]
+    if 'python/' in problem:
+        problem += ' (option files are read with a safe YAML loader: tags that build Python objects are refused)'
+    return where + problem
+
+
+def read_option_file(path):
+    """The option file as an OrderedDict, parsed with the safe loader; :class:`OptionError` naming the file (and
+    the YAML line) if it cannot be read or parsed."""
+    try:
+        with open(path) as f:
+            opt = yaml.load(f, Loader=compat.SafeOrderedLoader)
+    except OSError as err:
+        raise OptionError(f'{path}: cannot read the option file: {err.strerror or err}') from None
+    except yaml.YAMLError as err:
+        raise OptionError(f'{path}: {_yaml_error(err)}') from None
+    if not isinstance(opt, dict):
+        raise OptionError(f'{path}: not a YAML mapping of options')
+    return opt
 
 
 def checked(parse_options):
@@ -116,15 +173,41 @@ def checked(parse_options):
     return parse_and_check
 
 
+def pipeline_parser(kind):
+    """BasicSR's command-line flags (basicsr.utils.options.parse_options), described for --help."""
+    verb = {'train': 'Train', 'test': 'Test (PSNR/SSIM, saved images)'}[kind]
+    where = {'train': 'experiments/<name>/ and tb_logger/<name>/', 'test': 'results/<name>/'}[kind]
+    parser = argparse.ArgumentParser(
+        prog=f'basicsr-taylor-{kind}',
+        description=f'{verb} with BasicSR\'s own pipeline, TaylorSwinIR registered. Writes {where} under the '
+        'current directory. The option file is checked (data, sizes, network) before anything is written.')
+    parser.add_argument('-opt', required=True, metavar='FILE', help=f'BasicSR option file, e.g. options/{kind}_x2.yml')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='none: one process (default); pytorch: started by torchrun; slurm: started by srun')
+    parser.add_argument('--auto_resume', action='store_true',
+                        help='continue from the newest state in experiments/<name>/training_states (training)')
+    parser.add_argument('--debug', action='store_true',
+                        help='BasicSR debug mode: name prefixed with debug_, validation every 8 iterations, '
+                        'logs every iteration, no tensorboard')
+    parser.add_argument('--local_rank', type=int, default=0, help='set by torch.distributed.launch (unused)')
+    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='override existing options, e.g. train:total_iter=1000 '
+                        'datasets:train:batch_size_per_gpu=2')
+    return parser
+
+
 def run_basicsr_pipeline(kind, argv=None):
     """``basicsr.<kind>.<kind>_pipeline`` with root_path = the current directory, so experiments/, tb_logger/ and
     results/ go where the command runs (and where --auto_resume looks). ``argv`` defaults to sys.argv[1:]."""
     compat.install_training_fixes()
+    argv = compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
+    args = pipeline_parser(kind).parse_args(argv)  # --help, and usage errors before anything runs
     module = importlib.import_module(f'basicsr.{kind}')
     if not hasattr(module.parse_options, '__wrapped__'):  # check the option file before BasicSR uses it
         module.parse_options = checked(module.parse_options)
-    sys.argv = [sys.argv[0]] + compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
+    sys.argv = [sys.argv[0]] + argv
     try:
+        read_option_file(args.opt)
         getattr(module, f'{kind}_pipeline')(os.getcwd())
     except OptionError as err:
         raise SystemExit(f'basicsr-taylor-{kind}: error: {err}') from None

@@ -13,16 +13,24 @@ import torch
 from tqdm import tqdm
 
 
-def tile_spans(size, tile, overlap, align=1):
-    """(start, stop) of tiles covering 0..size: starts at multiples of ``align``, spaced by the largest such
-    step <= tile - overlap, every tile ``tile`` long except the last, which ends at ``size``.
+def tile_grid(tile, overlap, align=1):
+    """(tile, step) actually used: ``tile`` rounded down to a multiple of ``align`` (at least ``align``), and the
+    largest multiple of ``align`` <= tile - overlap as the step. Neighbours then share tile - step >= overlap
+    pixels, at least one whole window when overlap > 0; a tile too small for that is refused (ValueError)."""
+    rounded = max(align, tile // align * align)
+    if overlap and rounded - overlap < align:
+        need = -(-(overlap + align) // align) * align  # smallest multiple of align >= overlap + align
+        raise ValueError(f'--tile {tile} with --tile-overlap {overlap} leaves no overlap: tiles start on the '
+                         f'{align}-pixel window grid, so use --tile {need} or more (or --tile-overlap 0)')
+    return rounded, (rounded - overlap) // align * align if overlap else rounded
 
-    ``tile`` is first rounded down to a multiple of ``align`` (at least ``align``).
-    """
-    tile = max(align, tile // align * align)
+
+def tile_spans(size, tile, overlap, align=1):
+    """(start, stop) of tiles covering 0..size, placed by :func:`tile_grid`: every tile ``tile`` long (rounded)
+    except the last, which ends at ``size``."""
+    tile, step = tile_grid(tile, overlap, align)
     if size <= tile:
         return [(0, size)]
-    step = max(align, (tile - overlap) // align * align)
     spans, start = [], 0
     while start + tile < size:
         spans.append((start, start + tile))
@@ -43,13 +51,15 @@ def blend_ramp(length, ramp, fade_start, fade_end):
     return weights
 
 
-def check_tile_options(tile, overlap):
+def check_tile_options(tile, overlap, align=1):
     if tile is not None and (not isinstance(tile, int) or tile < 0):
         raise ValueError(f'--tile must be a non-negative number of pixels (0: no tiling), got {tile!r}')
     if not isinstance(overlap, int) or overlap < 0:
         raise ValueError(f'--tile-overlap must be a non-negative number of pixels, got {overlap!r}')
     if tile and overlap >= tile:
         raise ValueError(f'--tile-overlap ({overlap}) must be smaller than --tile ({tile})')
+    if tile:
+        tile_grid(tile, overlap, align)
 
 
 def tiled_forward(forward, image, scale, tile, overlap, align=1, progress=False):
@@ -60,19 +70,21 @@ def tiled_forward(forward, image, scale, tile, overlap, align=1, progress=False)
         image: (B, C, H, W) float CPU tensor.
         scale: output/input size ratio of ``forward``.
         tile: tile side in input pixels; 0 or None (or an image no larger than one tile) runs it whole.
-        overlap: input pixels shared by neighbouring tiles, blended with a linear ramp.
+        overlap: least input pixels shared by neighbouring tiles; all they share (whole windows) is blended
+            with a linear ramp.
         align: tiles start at multiples of this (the network's window size).
         progress: show a progress bar over the tiles.
 
     Returns:
         (B, C', H·scale, W·scale) float32 CPU tensor.
     """
-    check_tile_options(tile, overlap)
+    check_tile_options(tile, overlap, align)
     batch, _, height, width = image.shape
     if not tile or (height <= tile and width <= tile):
         return forward(image).float().cpu()
     rows, cols = tile_spans(height, tile, overlap, align), tile_spans(width, tile, overlap, align)
-    ramp = overlap * scale
+    rounded, step = tile_grid(tile, overlap, align)
+    ramp = (rounded - step) * scale  # the whole shared width, not just the requested overlap
     output = weight_sum = None
     for (top, bottom), (left, right) in tqdm([(r, c) for r in rows for c in cols], desc='tiles', unit='tile',
                                              leave=False, disable=not progress):

@@ -6,6 +6,9 @@ import time
 
 import torch
 
+# kineto logs profiler_start/stop for every profile() and, without CUDA, "gpuGetDeviceCount failed with code 35"
+os.environ.setdefault('KINETO_LOG_LEVEL', '6')
+
 FIELDS = ['suite', 'case', 'method', 'mode', 'tokens', 'head_dim', 'batch', 'lr_size', 'window', 'time_s', 'peak_mb',
           'status', 'note']
 

@@ -96,8 +96,11 @@ def fmt(value, digits=3):
 def markdown(records, env, device):
     lines = ['# Benchmark results', '', '| | |', '| --- | --- |']
     lines += [f'| {k} | {v} |' for k, v in env.items()]
-    lines += ['', '## Targets', '', '| target | measured | limit | verdict |', '| --- | --- | --- | --- |']
-    for name, ratio, limit in target_rows(records, device):
+    targets = target_rows(records, device)
+    lines += ['', '## Targets', '']
+    lines += ['| target | measured | limit | verdict |', '| --- | --- | --- | --- |'] if targets else [
+        'This run measured none of the targets\' cases (--quick, or other suites).']
+    for name, ratio, limit in targets:
         if ratio is None:
             verdict = 'not measured'
         elif ratio <= limit:
