@@ -270,7 +270,7 @@ def load_benchmark():
     return module
 
 
-def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path, capfd):
+def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
     bench = load_benchmark()
     out = tmp_path / 'bench'
     records = bench.main(['--quick', '--repeats', '1', '--warmup', '0', '--cpu-mem-cap-gb', '0', '--device', 'cpu',
@@ -287,12 +287,22 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path, capfd):
     text = (out / 'results.md').read_text()
     assert '## op' in text and '## model' in text and 'torch' in text
     assert '| target |' not in text and "measured none of the targets' cases" in text  # no empty table
-    output = capfd.readouterr()
-    assert 'profiler_start' not in output.err and 'gpuGetDeviceCount' not in output.err  # kineto kept quiet
     pngs = sorted(p.name for p in out.glob('*.png'))
     assert pngs == ['op_forward.png', 'op_forward_backward.png', 'scaling-size.png', 'scaling-window.png']
     assert all((out / p).stat().st_size > 1000 for p in pngs)
     assert not list(out.glob('tmp*'))  # no half-written files left
+
+
+def test_benchmark_memory_measurement_keeps_the_profiler_quiet():
+    """kineto printed USDT profiler_start/stop for every measurement and 'gpuGetDeviceCount failed' without
+    CUDA; it reads its log level once, so this runs in a fresh process, as the benchmark command does."""
+    code = ('import torch; from benchmarking.measure import cpu_peak_bytes; '
+            'print(cpu_peak_bytes(lambda: torch.ones(1000, 1000) * 2))')
+    env = {k: v for k, v in os.environ.items() if k != 'KINETO_LOG_LEVEL'}
+    done = subprocess.run([sys.executable, '-c', code], cwd=os.path.join(ROOT, 'scripts'), env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and int(done.stdout) >= 4_000_000, done.stderr
+    assert 'profiler_start' not in done.stderr and 'gpuGetDeviceCount' not in done.stderr, done.stderr
 
 
 def test_benchmark_rejects_unknown_suites():
