@@ -143,7 +143,8 @@ def parse_args(argv=None):
     parser.add_argument('--opt', default=None,
                         help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
     parser.add_argument('--tile', type=int, default=0,
-                        help='tile side in input pixels, 0 = whole image (rounded down to a multiple of window_size)')
+                        help='tile side in input pixels, 0 = whole image (rounded down to a multiple of window_size; '
+                        'a tile too small to keep the overlap is refused with the size to use)')
     parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in input pixels')
     parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32')
     parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')

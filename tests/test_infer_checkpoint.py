@@ -124,3 +124,7 @@ def test_option_file_errors_are_clear(tmp_path):
         load_network(model_path, str(tmp_path / 'no_network.yml'))
     with pytest.raises(CheckpointError, match='not found'):
         load_network(str(tmp_path / 'missing.pth'))
+    (tmp_path / 'evil.yml').write_text('network_g: !!python/object/apply:os.makedirs ["code_ran"]\n')
+    with pytest.raises(CheckpointError, match=r'evil.yml: line 1: could not determine a constructor .*python/obj'):
+        load_network(model_path, str(tmp_path / 'evil.yml'))
+    assert not os.path.exists('code_ran') and not os.path.exists(tmp_path / 'code_ran')

@@ -11,9 +11,10 @@ import re
 from os import path as osp
 
 import torch
-import yaml
 
 from basicsr.archs import build_network
+
+from .options import OptionError, read_option_file
 
 PARAM_KEYS = ('params_ema', 'params')  # preferred first: the EMA weights are the ones BasicSR evaluates
 OPTION_SUFFIXES = ('.yml', '.yaml')
@@ -60,17 +61,17 @@ def load_state_dict(model_path):
 
 
 def read_network_options(opt_path):
-    """The ``network_g`` section of a BasicSR option file (a copy: the caller may pop from it)."""
+    """The ``network_g`` section of a BasicSR option file (a copy: the caller may pop from it), read with the
+    train/test commands' safe loader."""
     if not osp.isfile(opt_path):
         raise CheckpointError(f'option file not found: {opt_path}')
-    with open(opt_path, encoding='utf-8') as f:
-        try:
-            opt = yaml.safe_load(f)
-        except yaml.YAMLError as error:
-            raise CheckpointError(f'option file {opt_path} is not valid YAML: {error}') from error
-    if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict) or 'type' not in opt['network_g']:
+    try:
+        opt = read_option_file(opt_path)
+    except OptionError as error:
+        raise CheckpointError(f'option file {error}') from None
+    if not isinstance(opt.get('network_g'), dict) or 'type' not in opt['network_g']:
         raise CheckpointError(f'option file {opt_path} has no network_g section with a type')
-    return copy.deepcopy(opt['network_g'])
+    return copy.deepcopy(dict(opt['network_g']))
 
 
 def find_option_file(model_path):
