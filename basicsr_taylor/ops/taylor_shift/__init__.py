@@ -6,8 +6,8 @@
     regions.py         RegionLayout: tokens sorted by region into one-region chunks (cached per ids)
     blocks.py          the block plan: rows and tokens per block within a memory budget, scratch buffers
     efficient.py       the blocked autograd Function (linear in N)
-    triton_kernels.py  the efficient form as fused Triton kernels, forward and backward (CUDA; imported only for
-                       form="triton")
+    triton_kernels.py  the efficient form's fused Triton kernels (statistics, per-token: output, dq, dk + dv)
+    triton_form.py     form="triton": the kernels in an autograd Function (CUDA; imported only for that form)
     flex.py            the direct form by torch's FlexAttention (imported only for form="flex")
 """
 from .features import taylor_feature_dim

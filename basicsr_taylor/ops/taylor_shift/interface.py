@@ -8,8 +8,8 @@ The public function: argument checks, dtypes and the choice of form. The forms (
 - ``efficient`` (``efficient.efficient``): p(q·k) = ψ(q)ᵀ C ψ(k) with the monomials ψ(x) = [1, x, x_a x_b]
   (``features``), key statistics S = C Σ_j ψ(k_j) [1, v_j]ᵀ and y'_i = ψ(q_i)ᵀ S; O(N d³) time, linear in N,
   in blocks of tokens inside a custom autograd Function.
-- ``triton`` (``triton_kernels``): the efficient form as fused Triton kernels, forward and backward, for CUDA;
-  reads float16 / bfloat16 inputs as they are and accumulates in float32.
+- ``triton`` (``triton_form``, ``triton_kernels``): the efficient form as fused Triton kernels, forward and
+  backward, for CUDA; reads float16 / bfloat16 inputs as they are and accumulates in float32.
 - ``flex`` (``flex``): the direct form through torch's FlexAttention (torch >= 2.5), flash-style: no N×N tensor
   on CUDA (score_mod = log p, regions as a block mask).
 
@@ -114,7 +114,7 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
 
     with torch.autocast(device_type=q.device.type, enabled=False):
         if form == 'triton' and not is_exportable():  # the kernels read half inputs and accumulate in float32
-            from .triton_kernels import taylor_shift_triton  # imports triton: only when asked for
+            from .triton_form import taylor_shift_triton  # imports triton: only when asked for
             return taylor_shift_triton(q, k.to(q.dtype), v.to(q.dtype), temperature, regions, scale).to(out_dtype)
         q, k, v = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)
         if temperature is not None:
