@@ -17,6 +17,7 @@ import argparse
 import os
 import os.path as osp
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -228,11 +229,22 @@ def run(argv=None):
     print(f'\nValidation on crops of {", ".join(p[0] for p in VAL_PHOTOS)} (held out, x{SCALE}):\n{table}')
     print(f'Total time {time.time() - start:.0f} s. Logs and checkpoints: experiments/{NAME}/, '
           f'tensorboard: tb_logger/{NAME}/, side by side: {picture}. Next:\n'
-          f'  basicsr-taylor-test -opt {test_path}            # PSNR/SSIM and SR images in results/\n'
-          f'  basicsr-taylor-infer -i {opt["datasets"]["val"]["dataroot_lq"]} -o results/quickstart_infer '
+          f'  {command("test")} -opt {test_path}            # PSNR/SSIM and SR images in results/\n'
+          f'  {command("infer")} -i {opt["datasets"]["val"]["dataroot_lq"]} -o results/quickstart_infer '
           f'--model {model_path}\n'
-          f'  basicsr-taylor-train -opt {opt_path} --auto_resume   # train further (raise train:total_iter)')
+          f'  {command("train")} -opt {opt_path} --auto_resume   # train further (raise train:total_iter)')
     return gain
+
+
+def command(name):
+    """``basicsr-taylor-<name>`` as the user can type it: with this environment's bin/ folder when that is not on
+    PATH (the README's quickstart installs into .venv without activating it)."""
+    script = f'basicsr-taylor-{name}'
+    if shutil.which(script):
+        return script
+    local = osp.join(osp.dirname(sys.executable), script)
+    return osp.relpath(local) if osp.isfile(local) and not osp.relpath(local).startswith('..') else \
+        (local if osp.isfile(local) else f'{sys.executable} -m basicsr_taylor.{name}')
 
 
 if __name__ == '__main__':

@@ -367,3 +367,19 @@ def test_training_runs_total_iter_on_a_small_dataset(workdir):
         opt, get_root_logger('basicsr_taylor_test'))
     assert len(train_loader) == 2 and total_iters == 60
     assert (total_epochs + 1) * len(train_loader) >= 60  # train_pipeline runs epochs 0..total_epochs
+
+
+def test_quickstart_prints_commands_the_user_can_type(monkeypatch, tmp_path):
+    """The README's quickstart installs into .venv without activating it: the printed next commands carry .venv/bin/
+    when the console scripts are not on PATH, and fall back to ``python -m`` when there is no script at all."""
+    bin_dir = tmp_path / '.venv' / 'bin'
+    bin_dir.mkdir(parents=True)
+    (bin_dir / 'basicsr-taylor-test').write_text('#!/bin/sh\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'executable', str(bin_dir / 'python3'))
+    monkeypatch.setenv('PATH', str(tmp_path / 'empty'))
+    assert quickstart.command('test') == osp.join('.venv', 'bin', 'basicsr-taylor-test')
+    assert quickstart.command('infer') == f'{bin_dir / "python3"} -m basicsr_taylor.infer'
+    monkeypatch.setenv('PATH', str(bin_dir))
+    (bin_dir / 'basicsr-taylor-test').chmod(0o755)
+    assert quickstart.command('test') == 'basicsr-taylor-test'
