@@ -68,7 +68,7 @@ class Upscaler:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.progress = progress
-        self.align = align or int(getattr(network, 'window_size', 1))  # tiles start on the window grid
+        self.align = align or int(getattr(network, 'pad_multiple', getattr(network, 'window_size', 1)))  # tiles start on the window grid
         self.fp32_fallbacks = 0
 
     @torch.no_grad()  # not inference_mode: tensors the network caches (region ids) must stay usable in training
