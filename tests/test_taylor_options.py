@@ -194,3 +194,13 @@ def test_patch_network_is_the_p1_network_on_the_token_grid(p):
         assert net(x).shape == (1, 3, 2 * x.shape[2], 2 * x.shape[3])
     with pytest.raises(ValueError, match='patch_size'):
         TaylorSwinIR(patch_size=3, **kwargs)
+
+
+@pytest.mark.parametrize('order', [1, 3])
+def test_other_orders_under_the_exportable_switch_run_the_direct_form(order):
+    from basicsr_taylor.ops.taylor_shift import exportable
+    q, k, v = inputs(n=40)
+    regions = (torch.arange(40) // 11).view(1, 1, 40).expand(2, 1, 40)
+    expected = taylor_shift_attention(q, k, v, None, regions, form='direct', order=order)
+    with exportable():
+        torch.testing.assert_close(taylor_shift_attention(q, k, v, None, regions, order=order), expected)
