@@ -90,6 +90,9 @@ def variant_options(base, variant, args, dataroots):
     if arch == 'TaylorSwinIR':
         variant = {k: v for k, v in variant.items() if not (k in TAYLOR_DEFAULTS and v == TAYLOR_DEFAULTS[k])}
     network.update(variant)
+    if arch == 'SwinIR' and lr_patch <= network.get('window_size', 7):  # BasicSR's SwinIR: img_size <= window
+        print(f'warning: BasicSR\'s SwinIR turns its shifted windows off when img_size ({lr_patch}) <= window_size '
+              f'({network.get("window_size", 7)}): no communication between windows', file=sys.stderr)
     opt['network_g'] = network
     test_sets = list(args.test.items())
     opt['datasets']['val'] = _paired_disk(*test_sets[0])  # validation (once, at the end) on the first test set
