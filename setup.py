@@ -40,6 +40,7 @@ setup(
             'basicsr-taylor-export=basicsr_taylor.export:main',
             'basicsr-taylor-quickstart=basicsr_taylor.quickstart:main',
             'basicsr-taylor-prepare=basicsr_taylor.prepare_data:main',
+            'basicsr-taylor-ablation=basicsr_taylor.ablation:main',
         ],
     },
     classifiers=[

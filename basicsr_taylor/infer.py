@@ -59,7 +59,8 @@ class Upscaler:
 
     def __init__(self, network, scale, device, precision='fp32', tile=0, tile_overlap=32, progress=False,
                  align=None):
-        self.align = align or int(getattr(network, 'window_size', 1))  # tiles start on the window grid
+        # tiles start on the window grid (window_size · patch_size pixels: TaylorSwinIR's pad_multiple)
+        self.align = align or int(getattr(network, 'pad_multiple', getattr(network, 'window_size', 1)))
         check_tile_options(tile, tile_overlap, self.align)
         check_precision(precision, device)
         self.network = network.to(device).eval()

@@ -160,7 +160,7 @@ def test_direct_and_efficient_forms_give_the_same_network_output():
     ({'resi_connection': '2conv'}, 'resi_connection'),
     ({'attn_form': 'softmax'}, 'attn_form'),
     ({'attn_drop_rate': 0.1}, 'attn_drop_rate'),
-    ({'patch_size': 4}, 'patch_size'),
+    ({'patch_size': 3}, 'patch_size'),
     ({'ape': True}, 'ape'),
 ])
 def test_invalid_arguments_raise_value_errors_naming_the_argument(kwargs, name):

@@ -9,7 +9,16 @@ Differences from BasicSR's ``SwinIR`` (same constructor arguments, so an option 
   positional encoding), computed outside the attention, so the direct and efficient forms agree;
   SwinIR's relative position bias cannot be factorised into the efficient form;
 - any input size: forward pads to a multiple of window_size and crops the output;
-- nothing depends on img_size: no masks or index tables in the state dict.
+- nothing depends on img_size: no masks or index tables in the state dict;
+- ``patch_size`` p in {1, 2, 4, 8} (default 1, SwinIR's pixel tokens): p×p pixels per token. The shallow
+  features (full resolution) are embedded by a p×p convolution with stride p (a linear map of each patch's
+  p²·C values to C, ViT's patch embedding) and unembedded by a 1×1 convolution to p²·C channels and a pixel
+  shuffle (the inverse layout: each token's C values -> its p×p pixels; equal to a transposed convolution
+  with kernel = stride = p, without its overlap artefacts since patches do not overlap). The full-resolution
+  skip around the body and the 3×3 conv after it smooth the patch borders. Windows are counted in tokens,
+  so a window covers (window_size·p)² pixels and inputs are padded to multiples of window_size·p.
+  p = 1 adds no modules (state dicts as before);
+- ``taylor_order`` and ``temperature_init``: passed to every :class:`TaylorShiftAttention`.
 """
 import math
 import warnings
@@ -21,13 +30,14 @@ from basicsr.archs.swinir_arch import (DropPath, Mlp, PatchEmbed, PatchUnEmbed, 
 from torch import nn
 from torch.utils import checkpoint
 
-from ..ops.taylor_shift import FORMS
+from ..ops.taylor_shift import DEFAULT_ORDER, FORMS, check_order
 from ..utils.registry import register_arch
 from .shifted_windows import pad_to_multiple, shifted_window_regions, window_reverse
 from .taylor_shift_attention_arch import TaylorShiftAttention
 
 UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
 POS_ENCODINGS = ('conv', 'none')
+PATCH_SIZES = (1, 2, 4, 8)
 
 
 class TaylorSwinTransformerBlock(nn.Module):
@@ -35,14 +45,14 @@ class TaylorSwinTransformerBlock(nn.Module):
 
     def __init__(self, dim, num_heads, window_size=48, shift_size=0, mlp_ratio=2., qkv_bias=True, drop=0.,
                  drop_path=0., act_layer=nn.GELU, norm_layer=nn.LayerNorm, attn_form='auto', output_norm=True,
-                 pos_encoding='conv'):
+                 pos_encoding='conv', order=DEFAULT_ORDER, temperature_init=1.0):
         super().__init__()
         self.window_size = window_size
         self.shift_size = shift_size
         self.pos_embed = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) if pos_encoding == 'conv' else None
         self.norm1 = norm_layer(dim)
         self.attn = TaylorShiftAttention(dim, num_heads, qkv_bias=qkv_bias, proj_drop=drop, form=attn_form,
-                                         output_norm=output_norm)
+                                         output_norm=output_norm, order=order, temperature_init=temperature_init)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
@@ -74,14 +84,16 @@ class TaylorRSTB(nn.Module):
     """Residual group: ``depth`` Taylor Swin blocks (alternating shift), a conv, and a skip connection."""
 
     def __init__(self, dim, depth, num_heads, window_size, mlp_ratio, qkv_bias, drop, drop_path, norm_layer,
-                 use_checkpoint, resi_connection, attn_form, output_norm, pos_encoding):
+                 use_checkpoint, resi_connection, attn_form, output_norm, pos_encoding, order=DEFAULT_ORDER,
+                 temperature_init=1.0):
         super().__init__()
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList([
             TaylorSwinTransformerBlock(
                 dim, num_heads, window_size=window_size, shift_size=0 if i % 2 == 0 else window_size // 2,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, drop_path=drop_path[i], norm_layer=norm_layer,
-                attn_form=attn_form, output_norm=output_norm, pos_encoding=pos_encoding) for i in range(depth)
+                attn_form=attn_form, output_norm=output_norm, pos_encoding=pos_encoding, order=order,
+                temperature_init=temperature_init) for i in range(depth)
         ])
         self.conv = _residual_conv(dim, resi_connection)
         self.patch_embed = PatchEmbed(patch_size=1, in_chans=0, embed_dim=dim, norm_layer=None)
@@ -121,6 +133,15 @@ class NearestConvUpsample(nn.Module):
         return x
 
 
+def patch_side(patch_size):
+    """p from an int or a (p, p) pair; ValueError unless p is in PATCH_SIZES."""
+    if isinstance(patch_size, (tuple, list)) and len(patch_size) == 2 and patch_size[0] == patch_size[1]:
+        patch_size = patch_size[0]
+    if isinstance(patch_size, bool) or patch_size not in PATCH_SIZES:
+        raise ValueError(f'patch_size must be one of {PATCH_SIZES} (p×p pixels per token), got {patch_size!r}')
+    return int(patch_size)
+
+
 def _validate(upscale, in_chans, window_size, depths, num_heads, embed_dim, patch_size, ape, attn_drop_rate,
               upsampler, resi_connection, attn_form, pos_encoding):
     if not isinstance(window_size, int) or window_size <= 0:
@@ -137,8 +158,7 @@ def _validate(upscale, in_chans, window_size, depths, num_heads, embed_dim, patc
             raise ValueError(f'embed_dim={embed_dim} must be divisible by every entry of num_heads={list(num_heads)}')
     if resi_connection == '3conv' and embed_dim % 4:
         raise ValueError(f"embed_dim={embed_dim} must be divisible by 4 with resi_connection='3conv'")
-    if patch_size not in (1, (1, 1), [1, 1]):
-        raise ValueError(f'patch_size must be 1 (TaylorSwinIR uses 1x1 pixel tokens), got {patch_size!r}')
+    patch_side(patch_size)
     if ape:
         raise ValueError('ape=True is not supported: an absolute position embedding ties the weights to img_size; '
                          'TaylorSwinIR encodes position with a depth-wise conv instead')
@@ -171,6 +191,9 @@ class TaylorSwinIR(nn.Module):
         attn_form (str): TaylorShift form, "auto" | "direct" | "efficient" | "triton".
         output_norm (bool): TaylorShift output normalisation by sqrt(N/d).
         pos_encoding (str): "conv" (depth-wise 3×3 conv before each block) or "none".
+        patch_size (int): p in {1, 2, 4, 8}, p×p pixels per token (default 1); window_size counts tokens.
+        taylor_order (int): Taylor order 1..4 of the attention weights (default 2).
+        temperature_init (float): initial temperature τ of every head (default 1.0).
         img_size: accepted for option-file compatibility; the network works at any input size.
         **kwargs: other keys are accepted, as BasicSR's SwinIR does, with a warning that names them.
     """
@@ -179,7 +202,8 @@ class TaylorSwinIR(nn.Module):
                  num_heads=(6, 6, 6, 6), window_size=48, mlp_ratio=4., qkv_bias=True, qk_scale=None, drop_rate=0.,
                  attn_drop_rate=0., drop_path_rate=0.1, norm_layer=nn.LayerNorm, ape=False, patch_norm=True,
                  use_checkpoint=False, upscale=2, img_range=1., upsampler='', resi_connection='1conv',
-                 attn_form='auto', output_norm=True, pos_encoding='conv', **kwargs):
+                 attn_form='auto', output_norm=True, pos_encoding='conv', taylor_order=DEFAULT_ORDER,
+                 temperature_init=1.0, **kwargs):
         super().__init__()
         if kwargs:  # accepted like BasicSR's SwinIR (option files with extra keys still build), but never silently
             warnings.warn(f'TaylorSwinIR ignores unknown arguments: {", ".join(sorted(kwargs))} (misspelled option '
@@ -187,10 +211,16 @@ class TaylorSwinIR(nn.Module):
         depths, num_heads = list(depths), list(num_heads)
         _validate(upscale, in_chans, window_size, depths, num_heads, embed_dim, patch_size, ape, attn_drop_rate,
                   upsampler, resi_connection, attn_form, pos_encoding)
+        check_order(taylor_order, attn_form)
+        if isinstance(temperature_init, bool) or not isinstance(temperature_init, (int, float)) \
+                or not 0 < temperature_init < float('inf'):
+            raise ValueError(f'temperature_init must be a positive finite number, got {temperature_init!r}')
         # qk_scale has no meaning here: TaylorShift uses cosine similarity times a learned temperature.
         self.upscale = upscale
         self.upsampler = upsampler
         self.window_size = window_size
+        self.patch_size = patch_side(patch_size)
+        self.pad_multiple = window_size * self.patch_size  # a window covers (window_size·p)² pixels
         self.img_range = img_range
         mean = (0.4488, 0.4371, 0.4040) if in_chans == 3 else (0., ) * in_chans
         self.register_buffer('mean', torch.tensor(mean).view(1, in_chans, 1, 1), persistent=False)
@@ -200,6 +230,10 @@ class TaylorSwinIR(nn.Module):
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
 
         # 2. deep features
+        if self.patch_size > 1:  # p×p patches -> tokens, tokens -> p×p patches (module docstring)
+            p = self.patch_size
+            self.token_embed = nn.Conv2d(embed_dim, embed_dim, p, p)
+            self.token_unembed = nn.Sequential(nn.Conv2d(embed_dim, embed_dim * p * p, 1), nn.PixelShuffle(p))
         self.patch_embed = PatchEmbed(patch_size=1, in_chans=embed_dim, embed_dim=embed_dim,
                                       norm_layer=norm_layer if patch_norm else None)
         self.patch_unembed = PatchUnEmbed(patch_size=1, in_chans=embed_dim, embed_dim=embed_dim)
@@ -210,7 +244,7 @@ class TaylorSwinIR(nn.Module):
             self.layers.append(
                 TaylorRSTB(embed_dim, depth, heads, window_size, mlp_ratio, qkv_bias, drop_rate,
                            dpr[sum(depths[:i]):sum(depths[:i + 1])], norm_layer, use_checkpoint, resi_connection,
-                           attn_form, output_norm, pos_encoding))
+                           attn_form, output_norm, pos_encoding, taylor_order, temperature_init))
         self.norm = norm_layer(embed_dim)
         self.conv_after_body = _residual_conv(embed_dim, resi_connection)
 
@@ -247,15 +281,18 @@ class TaylorSwinIR(nn.Module):
         return {'temperature'}
 
     def forward_features(self, x):
+        if self.patch_size > 1:
+            x = self.token_embed(x)
         x_size = (x.shape[2], x.shape[3])
         x = self.pos_drop(self.patch_embed(x))
         for layer in self.layers:
             x = layer(x, x_size)
-        return self.patch_unembed(self.norm(x), x_size)
+        x = self.patch_unembed(self.norm(x), x_size)
+        return self.token_unembed(x) if self.patch_size > 1 else x
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.window_size)
+        x = pad_to_multiple(x, self.pad_multiple)
         mean = self.mean.to(x.dtype)
         x = (x - mean) * self.img_range
         feat = self.conv_first(x)

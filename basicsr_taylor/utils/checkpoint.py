@@ -198,6 +198,9 @@ def network_in_channels(network, network_opt):
 
 
 def network_window_size(network, network_opt):
+    """The input-pixel grid the network pads to: window_size, times patch_size for TaylorSwinIR with p > 1."""
+    if hasattr(network, 'pad_multiple'):
+        return int(network.pad_multiple)
     return int(getattr(network, 'window_size', network_opt.get('window_size', 1)))
 
 

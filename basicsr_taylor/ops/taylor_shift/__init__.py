@@ -1,18 +1,21 @@
 """TaylorShift attention: the public function (``interface``) and one module per form.
 
     interface.py       taylor_shift_attention: checks, dtypes, choice of form, the exportable switch
-    naive.py           the reference forms: direct (N×N) and the plain feature form (tests, graph export)
+    naive.py           the reference forms: direct (N×N, every Taylor order) and the plain feature form (tests, export)
     features.py        the feature maps Φ / ψ of p(x) = 1 + x + x²/2
     regions.py         RegionLayout: tokens sorted by region into one-region chunks (cached per ids)
     blocks.py          the block plan: rows and tokens per block within a memory budget, scratch buffers
     efficient.py       the blocked autograd Function (linear in N)
+    linear.py          the efficient form of Taylor order 1: linear attention with features [1, x]
     triton_kernels.py  the efficient form's fused Triton kernels (statistics, per-token: output, dq, dk + dv)
     triton_form.py     form="triton": the kernels in an autograd Function (CUDA; imported only for that form)
     flex.py            the direct form by torch's FlexAttention (imported only for form="flex")
 """
 from .features import taylor_feature_dim
-from .interface import (FORMS, auto_form, auto_threshold, crossover_tokens, exportable, is_exportable,
+from .interface import (DEFAULT_ORDER, EFFICIENT_ORDERS, FORMS, ORDERS, auto_form, auto_form_of_order, auto_threshold,
+                        check_order, crossover_tokens, exportable, is_exportable, odd_order_temperature,
                         taylor_shift_attention)
 
-__all__ = ['FORMS', 'auto_form', 'auto_threshold', 'crossover_tokens', 'exportable', 'is_exportable',
+__all__ = ['DEFAULT_ORDER', 'EFFICIENT_ORDERS', 'FORMS', 'ORDERS', 'auto_form', 'auto_form_of_order', 'auto_threshold',
+           'check_order', 'crossover_tokens', 'exportable', 'is_exportable', 'odd_order_temperature',
            'taylor_feature_dim', 'taylor_shift_attention']

@@ -13,6 +13,12 @@ The public function: argument checks, dtypes and the choice of form. The forms (
 - ``flex`` (``flex``): the direct form through torch's FlexAttention (torch >= 2.5), flash-style: no N×N tensor
   on CUDA (score_mod = log p, regions as a block mask).
 
+Other Taylor orders (``order`` k in 1..4, weights p_k(x) = Σ_{i<=k} x^i / i!; the default k = 2 is the above):
+the direct form for every order (``naive.direct_order``), the efficient form for k = 1 (``linear``: p_1(q·k) =
+1 + q·k = [1, q]·[1, k] is linear attention) and k = 2. Odd orders have real roots (p_1(-1) = 0, p_3(x) < 0 below
+x = -1.596), so for them the temperature is bounded, |τ| <= (1 - 1e-3) ρ_k (:func:`odd_order_temperature`): every
+weight is then >= ~1e-3 and the output a convex combination of the values, in every form.
+
 Regions (the exact replacement of SwinIR's -100 mask, which a polynomial ignores: p(-100) = 4901): a query
 attends only to keys with its own region id.
 
@@ -28,8 +34,15 @@ import torch
 from ...utils.tracing import is_exporting
 from . import naive
 from .efficient import efficient
+from .linear import linear_taylor_attention
 
 FORMS = ('auto', 'direct', 'efficient', 'triton', 'flex')
+ORDERS = (1, 2, 3, 4)  # Taylor orders k: p_k(x) = Σ_{i<=k} x^i / i!
+EFFICIENT_ORDERS = (1, 2)  # order 3 would need C(d+3, 3) features (5456 at d = 30): more than the direct form
+DEFAULT_ORDER = 2
+# ρ_k: magnitude of the real root of p_k for odd k (p_1(-1) = 0, p_3(-1.5961) = 0): p_k > 0 on (-ρ_k, ∞)
+ODD_ORDER_ROOTS = {1: 1.0, 3: 1.5960716379833215}
+ROOT_MARGIN = 1e-3  # |τ| <= (1 - margin) ρ_k: every weight >= ~1e-3 (p_1: exactly 1e-3; p_3: 1.1e-3)
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 _exportable = False
 
@@ -75,7 +88,42 @@ def is_exportable():
     return _exportable or is_exporting()
 
 
-def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto', output_norm=True):
+def check_order(order, form='auto'):
+    """ValueError unless ``order`` is one of ORDERS and ``form`` can compute it."""
+    if isinstance(order, bool) or order not in ORDERS:
+        raise ValueError(f'order must be one of {ORDERS} (Taylor order of the weights), got {order!r}')
+    served = {'efficient': EFFICIENT_ORDERS, 'triton': (2, ), 'flex': (2, )}.get(form, ORDERS)
+    if order not in served:
+        raise ValueError(f'form={form!r} computes orders {served} only, got order={order}: order {order} has '
+                         'only the direct form (use form="direct" or "auto")')
+
+
+def auto_form_of_order(num_tokens, head_dim, order):
+    """What form="auto" runs for orders other than 2 (order 2: :func:`auto_form`): for order 1 direct below its
+    FLOP crossover d + 2 tokens (4N²d = 4N(d+1)² there), efficient from it on; orders 3 and 4 direct."""
+    if order == 1:
+        return 'direct' if num_tokens < head_dim + 2 else 'efficient'
+    return 'direct'
+
+
+def odd_order_temperature(temperature, order, like):
+    """τ bounded to |τ| <= (1 - 1e-3) ρ_k for odd k (None means τ = 1, also bounded); unchanged for even k.
+
+    With x = τ cos(q, k) in [-|τ|, |τ|] every weight p_k(x) is then positive (>= ~1e-3), so no row sum can vanish
+    or change sign. Clamping the row sum instead would keep signed weights and let one query's output grow without
+    bound; clamping each weight cannot be done in the efficient form, which never sees a weight. The bound acts on
+    τ before any form, so all forms compute the same function. It passes no gradient to τ while it binds.
+    """
+    if order % 2 == 0:
+        return temperature
+    bound = (1 - ROOT_MARGIN) * ODD_ORDER_ROOTS[order]
+    if temperature is None:
+        temperature = like.new_ones(())
+    return temperature.clamp(-bound, bound)
+
+
+def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto', output_norm=True,
+                           order=DEFAULT_ORDER):
     """TaylorShift attention, in the spirit of ``torch.nn.functional.scaled_dot_product_attention``.
 
     Args:
@@ -91,6 +139,13 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
             it on: :func:`auto_threshold`). While exporting, every form runs the naive forms (region ids then
             in 0..3; "auto" by the FLOP rule N0 = d² + d + 1).
         output_norm: multiply the output by sqrt(N/d), as in all of the TaylorShift paper's models.
+        order: Taylor order k in 1..4 of the weights p_k(x) = Σ_{i<=k} x^i / i! (default 2, TaylorShift's).
+            Every order has the direct form; orders 1 and 2 also the efficient one (order 1: linear attention
+            with features [1, x]); "triton" and "flex" are order 2 only; "auto" picks direct for orders 3 and 4 (and for
+            order 1 below d + 2 tokens). A form that cannot serve the order raises ValueError. Odd orders bound
+            the temperature to |τ| <= (1 - 1e-3) ρ_k, ρ_1 = 1, ρ_3 = 1.596 (the roots of p_k), so that every
+            weight is positive (>= ~1e-3) and the output stays a weighted average of the values: never NaN or
+            inf. While exporting, orders other than 2 run the direct form.
 
     Returns:
         (..., N, dv) tensor in q's dtype. Half-precision inputs (and autocast) are computed in float32
@@ -99,12 +154,17 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
     """
     if not is_exporting():  # (symbolic shapes while exporting: the checks would only add guards)
         _check_inputs(q, k, v, temperature, regions, form)
+        check_order(order, form)
     num_tokens, head_dim = q.shape[-2], q.shape[-1]
     out_dtype = q.dtype
     compute_dtype = torch.float32 if q.dtype in _HALF_DTYPES else q.dtype
     if num_tokens == 0:  # nothing to attend to (as scaled_dot_product_attention)
         return v.new_empty(v.shape, dtype=out_dtype)
-    if form == 'auto' and is_exportable():  # the graph must not depend on the device: the FLOP rule
+    if order != DEFAULT_ORDER:
+        form = auto_form_of_order(num_tokens, head_dim, order) if form == 'auto' else form
+        if is_exportable():
+            form = 'direct'  # plain ops, static shapes (the order-1 efficient form counts regions at run time)
+    elif form == 'auto' and is_exportable():  # the graph must not depend on the device: the FLOP rule
         form = 'direct' if num_tokens < crossover_tokens(head_dim) else 'efficient'
     elif form == 'auto':
         inputs = (q, k, v) if temperature is None else (q, k, v, temperature)
@@ -119,7 +179,9 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
         q, k, v = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)
         if temperature is not None:
             temperature = temperature.to(compute_dtype)
-        if form == 'direct':
+        if order != DEFAULT_ORDER:
+            out = _other_order(q, k, v, temperature, regions, scale, order, form)
+        elif form == 'direct':
             out = naive.direct(q, k, v, temperature, regions, scale)
         elif is_exportable():
             out = naive.feature_form(q, k, v, temperature, regions, scale)
@@ -129,6 +191,14 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
         else:
             out = efficient(q, k, v, temperature, regions, scale)
     return out.to(out_dtype)
+
+
+def _other_order(q, k, v, temperature, regions, scale, order, form):
+    """Orders other than 2: the direct form (any order) or the linear-attention efficient form (order 1)."""
+    temperature = odd_order_temperature(temperature, order, q)
+    if form == 'efficient':  # order 1 (check_order admits nothing else)
+        return linear_taylor_attention(q, k, v, temperature, regions, scale)
+    return naive.direct_order(q, k, v, temperature, regions, scale, order)
 
 
 def _check_inputs(q, k, v, temperature, regions, form):

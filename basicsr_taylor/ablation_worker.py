@@ -1,0 +1,79 @@
+"""One BasicSR pipeline run (train or test) of the ablation runner, measuring what BasicSR does not report.
+
+    python -m basicsr_taylor.ablation_worker train|test --stats STATS.json -opt OPT.yml [BasicSR flags]
+
+Runs :func:`basicsr_taylor.pipeline.run_basicsr_pipeline` unchanged, with two observers on BasicSR's model:
+
+- ``SRModel.optimize_parameters`` is timed (one training step: forward, loss, backward, optimizer, EMA; data
+  loading, validation and checkpoints excluded; CUDA synchronised before the clock stops);
+- ``SRModel._log_validation_metric_values`` records the metrics BasicSR computed, per dataset.
+
+On exit it writes STATS.json (rank > 0: STATS.rank<r>.json): step times, metrics, and the peak memory (CUDA:
+``torch.cuda.max_memory_allocated``; CPU: the process's peak resident set size).
+"""
+import json
+import os
+import resource
+import sys
+import time
+
+if __package__ in (None, ''):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import basicsr_taylor  # noqa: E402,F401  (compat fixes and architecture registration)
+from basicsr_taylor.utils.options import run_basicsr_pipeline  # noqa: E402
+
+WARMUP_STEPS = 3  # the first steps of a process (allocations, caches) are not counted in the mean
+
+
+def _observe(record):
+    import torch
+    from basicsr.models.sr_model import SRModel
+
+    step, log_metrics = SRModel.optimize_parameters, SRModel._log_validation_metric_values
+
+    def timed_step(self, current_iter):
+        start = time.perf_counter()
+        step(self, current_iter)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        record['step_seconds'].append(time.perf_counter() - start)
+        record['last_iter'] = int(current_iter)
+
+    def logged_metrics(self, current_iter, dataset_name, tb_logger):
+        record['metrics'][dataset_name] = {name: float(value) for name, value in self.metric_results.items()}
+        return log_metrics(self, current_iter, dataset_name, tb_logger)
+
+    SRModel.optimize_parameters = timed_step
+    SRModel._log_validation_metric_values = logged_metrics
+
+
+def peak_memory():
+    """(bytes, kind): CUDA peak allocation when CUDA was used, else the peak resident set size."""
+    import torch
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_allocated()), 'cuda_max_allocated'
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, 'cpu_max_rss'
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    kind, stats_path = argv[0], argv[argv.index('--stats') + 1]
+    rest = [a for i, a in enumerate(argv[1:], 1) if a != '--stats' and argv[i - 1] != '--stats']
+    record = {'kind': kind, 'step_seconds': [], 'metrics': {}, 'last_iter': None}
+    _observe(record)
+    start = time.time()
+    try:
+        run_basicsr_pipeline(kind, rest)
+    finally:
+        record['wall_seconds'] = time.time() - start
+        record['peak_memory_bytes'], record['peak_memory_kind'] = peak_memory()
+        rank = int(os.environ.get('RANK', '0'))
+        path = stats_path if rank == 0 else f'{stats_path[:-5]}.rank{rank}.json'
+        with open(path + '.partial', 'w') as f:
+            json.dump(record, f)
+        os.replace(path + '.partial', path)
+
+
+if __name__ == '__main__':
+    main()
