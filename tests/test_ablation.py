@@ -49,7 +49,8 @@ def test_runner_end_to_end_skips_and_resumes(data):
     assert out.count('training 2 iterations') == 2 and 'left out' in out
     records = sorted(os.listdir(work / 'ablation' / 'records'))
     assert len(records) == 2
-    options = {f: yaml.safe_load(open(work / 'ablation' / 'options' / f)) for f in os.listdir(work / 'ablation' / 'options')}
+    option_dir = work / 'ablation' / 'options'
+    options = {f: yaml.safe_load((option_dir / f).read_text()) for f in os.listdir(option_dir)}
     train_opts = {o['network_g']['type']: o for f, o in options.items() if not f.endswith('_test.yml')}
     assert train_opts['SwinIR']['model_type'] == 'SwinIRModel' and train_opts['TaylorSwinIR']['model_type'] == 'SRModel'
     for opt in train_opts.values():

@@ -42,7 +42,8 @@ class TaylorShiftAttention(nn.Module):
         self.form = form
         self.output_norm = output_norm
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.temperature = nn.Parameter(torch.full((num_heads, 1, 1), float(temperature_init)))  # τ per head, x = τ·cos(q, k)
+        # τ per head, x = τ·cos(q, k)
+        self.temperature = nn.Parameter(torch.full((num_heads, 1, 1), float(temperature_init)))
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 

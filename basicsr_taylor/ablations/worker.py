@@ -1,8 +1,8 @@
 """One BasicSR pipeline run (train or test) of the ablation runner, measuring what BasicSR does not report.
 
-    python -m basicsr_taylor.ablation_worker train|test --stats STATS.json -opt OPT.yml [BasicSR flags]
+    python -m basicsr_taylor.ablations.worker train|test --stats STATS.json -opt OPT.yml [BasicSR flags]
 
-Runs :func:`basicsr_taylor.pipeline.run_basicsr_pipeline` unchanged, with two observers on BasicSR's model:
+Runs :func:`basicsr_taylor.utils.options.run_basicsr_pipeline` unchanged, with two observers on BasicSR's model:
 
 - ``SRModel.optimize_parameters`` is timed (one training step: forward, loss, backward, optimizer, EMA; data
   loading, validation and checkpoints excluded; CUDA synchronised before the clock stops);
@@ -16,9 +16,6 @@ import os
 import resource
 import sys
 import time
-
-if __package__ in (None, ''):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import basicsr_taylor  # noqa: E402,F401  (compat fixes and architecture registration)
 from basicsr_taylor.utils.options import run_basicsr_pipeline  # noqa: E402

@@ -1,0 +1,131 @@
+"""Training and testing one variant in a child process (the worker), with its record written once complete."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+from ..utils.files import write_atomically
+from .variants import REPO, count_parameters, run_name, test_options, variant_options, write_yaml
+from .worker import WARMUP_STEPS
+
+
+def find_shared_record(ablation_dir, name):
+    """The record of another variant whose options hash like ``name``'s, or None."""
+    records_dir, suffix = osp.join(ablation_dir, 'records'), name.rsplit('_', 1)[1] + '.json'
+    if not osp.isdir(records_dir):
+        return None
+    for f in sorted(os.listdir(records_dir)):
+        if f.endswith('_' + suffix):
+            return load_json(osp.join(records_dir, f))
+    return None
+
+
+def _worker_cmd(kind, opt_path, stats_path, args):
+    worker = ['-m', 'basicsr_taylor.ablations.worker', kind, '--stats', stats_path, '-opt', opt_path]
+    if kind == 'train':
+        worker.append('--auto_resume')
+    if kind == 'train' and args.launcher == 'pytorch':
+        return [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={args.nproc_per_node}', *worker,
+                '--launcher', 'pytorch']
+    return [sys.executable, *worker] + (['--launcher', args.launcher] if kind == 'train' and args.launcher != 'none'
+                                        else [])
+
+
+def run_child(cmd, log_path, args):
+    """Run a worker; its output is appended to log_path (one line per 100 on the console)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
+    if args.threads:
+        env['OMP_NUM_THREADS'] = str(args.threads)
+    env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    with open(log_path, 'a') as log:
+        log.write(f'$ {" ".join(cmd)}\n')
+        log.flush()
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=args.root)
+    if code:
+        with open(log_path) as f:
+            tail = f.readlines()[-30:]
+        sys.stderr.write(''.join(tail))
+        raise SystemExit(f'basicsr-taylor-ablation: {cmd[cmd.index("-opt") - 3]} failed (exit code {code}); '
+                         f'log: {log_path}')
+
+
+def summarise_training(stats_files):
+    """Mean seconds per step over every training segment (warm-up steps of each segment left out)."""
+    steps, peak, kind, wall = [], 0, None, 0.0
+    for path in stats_files:
+        record = load_json(path)
+        times = record['step_seconds']
+        steps += times[WARMUP_STEPS:] if len(times) > 2 * WARMUP_STEPS else times
+        peak = max(peak, record['peak_memory_bytes'])
+        kind = record['peak_memory_kind']
+        wall += record['wall_seconds']
+    return dict(sec_per_iter=sum(steps) / len(steps) if steps else float('nan'), timed_steps=len(steps),
+                peak_memory_mib=peak / 2**20, peak_memory_kind=kind, train_wall_seconds=wall)
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_variant(experiment, variant_name, variant, base, args, dataroots):
+    """Train and test one variant unless its record exists; return the record."""
+    opt = variant_options(base, variant, args, dataroots)
+    name = run_name(opt, variant_name)
+    opt['name'] = name
+    ablation_dir = osp.join(args.root, 'ablation')
+    record_path = osp.join(ablation_dir, 'records', f'{name}.json')
+    if osp.isfile(record_path):
+        print(f'[{experiment}] {variant_name}: done ({record_path}), skipped', flush=True)
+        return load_json(record_path)
+    shared = find_shared_record(ablation_dir, name)
+    if shared:  # another variant with the same options (e.g. TaylorSwinIR-w24 and TaylorSwinIR-w24-order2)
+        print(f'[{experiment}] {variant_name}: same options as {shared["run"]} ({shared["variant"]}), shared',
+              flush=True)
+        return dict(shared, variant=variant_name)
+    opt_dir, log_dir = osp.join(ablation_dir, 'options'), osp.join(ablation_dir, 'logs')
+    os.makedirs(log_dir, exist_ok=True)
+    train_path = write_yaml(opt, osp.join(opt_dir, f'{name}.yml'))
+    if args.dry_run:
+        print(f'[{experiment}] {variant_name}: wrote {train_path}', flush=True)
+        return None
+    log_path = osp.join(log_dir, f'{name}.log')
+    stats_dir = osp.join(ablation_dir, 'stats', name)
+    os.makedirs(stats_dir, exist_ok=True)
+    model_path = osp.join(args.root, 'experiments', name, 'models', 'net_g_latest.pth')
+    done_marker = osp.join(stats_dir, 'trained')
+    if not osp.isfile(done_marker):
+        segment = len([f for f in os.listdir(stats_dir) if f.startswith('train_')])
+        print(f'[{experiment}] {variant_name}: training {args.iters} iterations'
+              f'{" (resuming)" if segment else ""}, log {log_path}', flush=True)
+        run_child(_worker_cmd('train', train_path, osp.join(stats_dir, f'train_{segment}.json'), args), log_path, args)
+        open(done_marker, 'w').close()
+    test_path = write_yaml(test_options(opt, name + '_test', osp.abspath(model_path), args.test),
+                           osp.join(opt_dir, f'{name}_test.yml'))
+    print(f'[{experiment}] {variant_name}: testing on {", ".join(args.test)}', flush=True)
+    run_child(_worker_cmd('test', test_path, osp.join(stats_dir, 'test.json'), args), log_path, args)
+    train_stats = sorted(osp.join(stats_dir, f) for f in os.listdir(stats_dir)
+                         if f.startswith('train_') and '.rank' not in f)
+    record = dict(variant=variant_name, run=name, arch=opt['network_g']['type'], options=train_path,
+                  iters=args.iters, seed=opt['manual_seed'], lr_patch=opt['datasets']['train']['gt_size'] // args.scale,
+                  batch=opt['datasets']['train']['batch_size_per_gpu'], network=opt['network_g'],
+                  params=count_parameters(opt['network_g']), **summarise_training(train_stats),
+                  test=load_json(osp.join(stats_dir, 'test.json'))['metrics'],
+                  finished=time.strftime('%Y-%m-%d %H:%M:%S'))
+    write_atomically(record_path, json.dumps(record, indent=1))
+    test = ', '.join(f'{d} {m["psnr"]:.2f} dB / {m["ssim"]:.4f}' for d, m in record['test'].items())
+    print(f'[{experiment}] {variant_name}: {test}; {record["sec_per_iter"]:.3f} s/iter, '
+          f'{record["peak_memory_mib"]:.0f} MiB', flush=True)
+    return record
+
+
+
+
+def existing_record(variant_name, variant, base, args, dataroots):
+    """The record of a finished variant (its own or an identical variant's), or None: for --report-only."""
+    name = run_name(variant_options(base, variant, args, dataroots), variant_name)
+    path = osp.join(args.root, 'ablation', 'records', f'{name}.json')
+    record = load_json(path) if osp.isfile(path) else find_shared_record(osp.join(args.root, 'ablation'), name)
+    return record and dict(record, variant=variant_name)

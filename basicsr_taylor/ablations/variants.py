@@ -1,0 +1,113 @@
+"""The variants of an experiment as BasicSR option files: templates filled in, equal pixels per step, names that
+hash everything that defines the training (identical variants are trained once)."""
+import copy
+import hashlib
+import json
+import os.path as osp
+import sys
+
+import yaml
+
+from ..utils.files import write_atomically
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TEMPLATES = osp.join(REPO, 'options', 'ablation')
+ARCHS = {'SwinIR': 'SwinIRModel', 'TaylorSwinIR': 'SRModel'}
+TAYLOR_DEFAULTS = {'taylor_order': 2, 'temperature_init': 1.0, 'patch_size': 1}  # omitted: shared with defaults
+
+
+class AblationError(ValueError):
+    """A wrong experiment, variant or data argument."""
+
+
+def load_yaml(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def fill(template, values):
+    """Replace every string '<key>' in a nested dict/list by values[key]."""
+    if isinstance(template, dict):
+        return {k: fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill(v, values) for v in template]
+    if isinstance(template, str) and template.startswith('<') and template.endswith('>'):
+        return values[template[1:-1]]
+    return template
+
+
+def ema_decay(iters):
+    return round(min(0.999, 1 - 10 / max(iters, 20)), 6)
+
+
+def variant_options(base, variant, args, dataroots):
+    """The BasicSR training option dict of one variant (without its name)."""
+    variant = dict(variant)
+    arch = variant.pop('arch')
+    if arch not in ARCHS:
+        raise AblationError(f'unknown arch {arch!r}; one of {sorted(ARCHS)}')
+    lr_patch = variant.pop('lr_patch', args.lr_patch)
+    seed = args.seed + variant.pop('seed_offset', 0)
+    pixels = args.batch * args.lr_patch**2
+    if pixels % lr_patch**2:
+        raise AblationError(f'LR patch {lr_patch} cannot keep {args.batch} x {args.lr_patch}^2 pixels per step: '
+                            'choose --batch so that the batch stays an integer')
+    batch = pixels // lr_patch**2
+    gt_size = lr_patch * args.scale
+    if gt_size > args.sub_image:
+        raise AblationError(f'GT patch {gt_size} exceeds the training sub-images ({args.sub_image}); raise --sub-image')
+    values = dict(scale=args.scale, seed=seed, train_name='ablation_train', train_gt=dataroots['gt'],
+                  train_lq=dataroots['lq'], gt_size=gt_size, workers=args.workers, batch=batch, iters=args.iters,
+                  ema_decay=ema_decay(args.iters), print_freq=max(1, min(100, args.iters // 10)),
+                  checkpoint_freq=max(1, min(args.checkpoint_freq, args.iters)))
+    opt = fill(copy.deepcopy(base), values)
+    opt['model_type'] = ARCHS[arch]
+    network = dict(opt['network_g'])
+    network.update(type=arch, upscale=args.scale, img_size=lr_patch, embed_dim=args.embed_dim,
+                   depths=list(args.depths), num_heads=list(args.heads))
+    if arch == 'TaylorSwinIR':
+        variant = {k: v for k, v in variant.items() if not (k in TAYLOR_DEFAULTS and v == TAYLOR_DEFAULTS[k])}
+    network.update(variant)
+    if arch == 'SwinIR' and lr_patch <= network.get('window_size', 7):  # BasicSR's SwinIR: img_size <= window
+        print(f'warning: BasicSR\'s SwinIR turns its shifted windows off when img_size ({lr_patch}) <= window_size '
+              f'({network.get("window_size", 7)}): no communication between windows', file=sys.stderr)
+    opt['network_g'] = network
+    test_sets = list(args.test.items())
+    opt['datasets']['val'] = _paired_disk(*test_sets[0])  # validation (once, at the end) on the first test set
+    return opt
+
+
+def _paired_disk(name, roots):
+    return dict(name=name, type='PairedImageDataset', dataroot_gt=roots[0], dataroot_lq=roots[1],
+                filename_tmpl='{}', io_backend=dict(type='disk'))
+
+
+def run_name(opt, variant_name):
+    """BasicSR experiment name: the variant's name and a hash of everything that defines its training."""
+    key = json.dumps({k: v for k, v in opt.items() if k not in ('name', 'logger', 'val')}, sort_keys=True)
+    return f'abl_{variant_name}_{hashlib.sha1(key.encode()).hexdigest()[:8]}'
+
+
+def test_options(train_opt, name, model_path, test_sets):
+    metrics = train_opt['val']['metrics']
+    opt = {'name': name, 'model_type': train_opt['model_type'], 'scale': train_opt['scale'], 'num_gpu': 'auto',
+           'manual_seed': train_opt['manual_seed'],
+           'datasets': {f'test_{i + 1}': dict(_paired_disk(n, roots), phase='test')
+                        for i, (n, roots) in enumerate(test_sets.items())},
+           'network_g': train_opt['network_g'],
+           'path': dict(pretrain_network_g=model_path, strict_load_g=True,
+                        param_key_g='params_ema' if train_opt['train'].get('ema_decay', 0) > 0 else 'params'),
+           'val': dict(save_img=False, suffix=None, metrics=metrics)}
+    return opt
+
+
+def write_yaml(opt, path):
+    return write_atomically(path, yaml.safe_dump(opt, sort_keys=False))
+
+
+def count_parameters(network_opt):
+    import torch
+    from basicsr.archs import build_network
+    torch.manual_seed(0)
+    net = build_network(copy.deepcopy(network_opt))
+    return sum(p.numel() for p in net.parameters())
