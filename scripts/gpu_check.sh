@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The prepared GPU run (issue 10), about 6 minutes on an H100/H200. From the project root, on the GPU machine:
-#     bash .gpu/setup.sh && bash scripts/gpu_check.sh
+# The prepared GPU run, about 6 minutes on an H100/H200 (the step limits add up to 560 s, under one 600 s call).
+# From the project root, on the GPU machine (after `bash ../shared/gpu-kit/prepare.sh` here, carrying .gpu/):
+#     bash .gpu/setup.sh && OUT=$OUT/gpu bash scripts/gpu_check.sh     # then copy $OUT/gpu to docs/benchmarks/gpu/
 # CPU smoke test (tiny sizes, Triton in its interpreter, no torchrun): SMOKE=1 bash scripts/gpu_check.sh
 # Writes docs/benchmarks/gpu/ (results.md: device, driver, torch, triton; CSVs; plots; logs). Every step has its
 # own time limit and a failed step does not stop the others; results.md says which steps passed.
@@ -46,17 +47,17 @@ else:
 PYEOF
 
 # 1. the tests (the CUDA ones run where CUDA is present; the interpreter test is skipped there)
-step tests 150 $PY -m pytest -q -x tests/test_cuda.py tests/test_taylor_shift.py tests/test_taylor_shift_paths.py tests/test_taylor_swinir.py \
+step tests 180 $PY -m pytest -q -x tests/test_cuda.py tests/test_taylor_shift.py tests/test_taylor_shift_paths.py tests/test_taylor_swinir.py \
     -k "not benchmark_quick and not interpreter"
 # 2. the op: N = 576, 1024, 2304, 4096, d = 30, fp32 and bf16, forward and forward+backward, every form, SDPA, explicit
-step op 90 $PY scripts/benchmark.py --device $DEV $QUICK --suites op --op-sides 24,32,48,64 --op-dims 30 \
+step op 120 $PY scripts/benchmark.py --device $DEV $QUICK --suites op --op-sides 24,32,48,64 --op-dims 30 \
     --dtypes float32,bfloat16 --repeats 5 --warmup 2 --out "$OUT/op"
 # 3. whole models at LR 256² and 512², and the training step at the recipe's patch and batch, against SwinIR-w8
-step model 120 $PY scripts/benchmark.py --device $DEV $QUICK --suites model,targets --model-sizes 256,512 \
+step model 100 $PY scripts/benchmark.py --device $DEV $QUICK --suites model,targets --model-sizes 256,512 \
     --repeats 3 --slow-repeats 2 --warmup 1 --out "$OUT/model"
 # 4. 200 iterations x2 on an LMDB made from T91 (LR patch 48), validating on Set5, torchrun + NCCL
 RUN=$(mktemp -d)
-step train 150 bash -c "
+step train 120 bash -c "
     OPT=\$($PY scripts/gpu_train_check.py --t91 $DATA/T91 --set5 $DATA/Set5/HR --root $RUN --iters $ITERS $TINY | tail -1) &&
     cd $RUN && if [ $SMOKE = 1 ]; then
         PYTHONPATH=$PWD $PY -m basicsr_taylor.train -opt \$OPT --launcher none
@@ -64,7 +65,7 @@ step train 150 bash -c "
         PYTHONPATH=$PWD torchrun --nproc_per_node=1 --master_port=29517 $PWD/basicsr_taylor/train.py -opt \$OPT --launcher pytorch
     fi && grep -h 'psnr' experiments/*/train_*.log | tail -2"
 # 5. fp16 / bf16 inference on a real photo: finite, within 0.1 dB of fp32
-step half 60 $PY - $DEV $DATA <<'PYEOF'
+step half 40 $PY - $DEV $DATA <<'PYEOF'
 import sys, cv2, numpy as np, torch
 from basicsr_taylor import TaylorSwinIR
 dev, data = torch.device(sys.argv[1]), sys.argv[2]

@@ -6,6 +6,7 @@ trained through BasicSR's pipeline. Prints the option file's path; the caller st
     python scripts/gpu_train_check.py ... --tiny      # CPU smoke test: a small network, 2 iterations
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -21,9 +22,18 @@ def main(argv=None):
     parser.add_argument('--iters', type=int, default=200)
     parser.add_argument('--tiny', action='store_true')
     args = parser.parse_args(argv)
+    args.t91, args.set5, args.root = (osp.abspath(p) for p in (args.t91, args.set5, args.root))  # trained elsewhere
     data = osp.join(args.root, 'datasets')
-    outputs = data_prep.prepare(args.t91, osp.join(data, 'T91_LR_bicubic', 'X{scale}'), data, scales=(2, ),
-                                   crop=96, step=48, align=12, workers=4)
+    hr = osp.join(data, 'T91_min96')  # T91 images with both sides >= 96 (gt_size): some are smaller
+
+    def link(tmp):
+        for path in data_prep.list_images(args.t91):
+            if min(data_prep.image_size(path)) >= 96:
+                os.symlink(osp.abspath(path), osp.join(tmp, osp.basename(path)))
+
+    data_prep.build_dir_atomically(hr, link)
+    outputs = data_prep.prepare(hr, osp.join(data, 'T91_min96_LR_bicubic', 'X{scale}'), data, scales=(2, ),
+                                crop=96, step=48, align=12, workers=4)
     val_lr = osp.join(data, 'Set5_LR_bicubic', 'X2')
     data_prep.make_bicubic_lr(args.set5, val_lr, 2, 4)
     roots = dict(train_gt=outputs['hr'][1], train_lq=outputs[2][1], val_gt=args.set5, val_lq=val_lr)
