@@ -1,7 +1,11 @@
-"""Tables and plots of the ablation runner's records: results.md, results.csv and PNG plots per experiment."""
+"""Tables and plots of the ablation runner's records: results.md, results.csv and PNG plots per experiment
+(each written atomically)."""
 import csv
+import io
 import os
 import os.path as osp
+
+from ..utils.files import atomic_path, write_atomically
 
 COLUMNS = ('variant', 'arch', 'window_size', 'patch_size', 'taylor_order', 'temperature_init', 'lr_patch', 'batch',
            'seed', 'iters', 'params', 'sec_per_iter', 'peak_memory_mib')
@@ -52,18 +56,19 @@ def write_reports(records, out_dir, experiment, spec, args):
     os.makedirs(out_dir, exist_ok=True)
     table, sets = rows(records)
     csv_path = osp.join(out_dir, 'results.csv')
-    with open(csv_path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
+    rows_csv = io.StringIO(newline='')
+    writer = csv.DictWriter(rows_csv, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    write_atomically(csv_path, rows_csv.getvalue())
     md_path = osp.join(out_dir, 'results.md')
-    with open(md_path, 'w') as f:
-        f.write(f'# Ablation: {experiment}\n\n{" ".join(str(spec.get("description", "")).split())}\n\n')
-        f.write(f'x{args.scale}, {args.iters} iterations per variant, seed {args.seed}, base LR patch '
-                f'{args.lr_patch} × batch {args.batch} (equal LR pixels per step), embed {args.embed_dim}, '
-                f'depths {list(args.depths)}, heads {list(args.heads)}. Y-channel PSNR/SSIM, crop = scale. '
-                's/iter: one training step (forward, backward, optimizer, EMA; data loading excluded).\n\n')
-        f.write(markdown_table(records) + '\n')
+    write_atomically(md_path, (
+        f'# Ablation: {experiment}\n\n{" ".join(str(spec.get("description", "")).split())}\n\n'
+        f'x{args.scale}, {args.iters} iterations per variant, seed {args.seed}, base LR patch '
+        f'{args.lr_patch} × batch {args.batch} (equal LR pixels per step), embed {args.embed_dim}, '
+        f'depths {list(args.depths)}, heads {list(args.heads)}. Y-channel PSNR/SSIM, crop = scale. '
+        's/iter: one training step (forward, backward, optimizer, EMA; data loading excluded).\n\n'
+        + markdown_table(records) + '\n'))
     return [md_path, csv_path] + plot(table, sets, out_dir, spec.get('x'))
 
 
@@ -91,7 +96,7 @@ def plot(table, sets, out_dir, x_key):
                 ax.set_ylim(min(finite) - 0.3, max(finite) + 0.15)
     fig.tight_layout()
     paths = [osp.join(out_dir, 'variants.png')]
-    fig.savefig(paths[0], dpi=110)
+    _save(fig, paths[0])
     plt.close(fig)
     taylor = [r for r in table if r['arch'] == 'TaylorSwinIR' and r[x_key] != ''] if x_key else []
     if len(taylor) >= 2:
@@ -113,6 +118,12 @@ def plot(table, sets, out_dir, x_key):
             ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(osp.join(out_dir, f'vs_{x_key}.png'))
-        fig.savefig(paths[-1], dpi=110)
+        _save(fig, paths[-1])
         plt.close(fig)
     return paths
+
+
+def _save(fig, path):
+    """A figure as PNG, written atomically (an interrupted run never leaves half a plot)."""
+    with atomic_path(path) as temp_path:
+        fig.savefig(temp_path, format='png', dpi=110)

@@ -31,15 +31,16 @@ def choose_chunk(num_tokens, granule=None, multiple=1):
 
 
 
-def region_layout(regions, token_shape, multiple=1):
+def region_layout(regions, token_shape, multiple=1, chunk=None):
     """:class:`RegionLayout` of ``regions`` for inputs of shape token_shape + (d,), cached by the ids' values
-    (the layout costs a sort and a host sync; the network passes the same ids on every call)."""
-    build = lambda: RegionLayout(regions, token_shape, lambda granule: choose_chunk(token_shape[-1], granule,
-                                                                                    multiple))
+    (the layout costs a sort and a host sync; the network passes the same ids on every call). Chunks by
+    :func:`choose_chunk`, or exactly ``chunk`` tokens when given."""
+    choose = (lambda granule: chunk) if chunk else (lambda granule: choose_chunk(token_shape[-1], granule, multiple))
+    build = lambda: RegionLayout(regions, token_shape, choose)  # noqa: E731
     if is_tracing():
         return build()
-    key = (tuple(regions.shape), regions.dtype, regions.device, tuple(token_shape), multiple, MIN_CHUNK, MAX_CHUNK,
-           regions.detach().cpu().numpy().tobytes())
+    key = (tuple(regions.shape), regions.dtype, regions.device, tuple(token_shape), multiple, chunk, MIN_CHUNK,
+           MAX_CHUNK, regions.detach().cpu().numpy().tobytes())
     layout = _layout_cache.pop(key, None) or build()
     _layout_cache[key] = layout  # most recent last
     while len(_layout_cache) > LAYOUT_CACHE_SIZE:
@@ -88,29 +89,7 @@ class RegionLayout:
         source.scatter_(1, slot, torch.arange(num_tokens, device=ids.device).expand(ids.shape[0], -1))
         self.source = source.reshape(lead + (length, ))
         self.slot = slot.reshape(lead + (num_tokens, ))
-        self.shared_inside_rows = all(size == 1 for size in lead[1:])  # one layout per index of dim 0
         self._rows = {}
-
-    def _take(self, t, index):
-        """Rows t[..., index[..., i], :] for every i: (..., n, f) -> (..., len(index), f)."""
-        batch, width = t.shape[:-2], t.shape[-1]
-        if self.shared_inside_rows and len(batch) >= 1:
-            # one index per dim-0 entry: a single index_select over (dim 0 × tokens) rows, the fastest copy
-            index = index.reshape(index.shape[0], -1).expand(batch[0], -1)
-            offsets = torch.arange(batch[0], device=t.device)[:, None] * t.shape[-2]
-            rows = t.movedim(-2, 1).reshape((batch[0] * t.shape[-2], ) + batch[1:] + (width, ))
-            taken = rows.index_select(0, (index + offsets).flatten())
-            return taken.view((batch[0], index.shape[-1]) + batch[1:] + (width, )).movedim(1, -2)
-        index = index.expand(batch + index.shape[-1:])
-        return t.gather(-2, index[..., None].expand(index.shape + (width, )))
-
-    def to_blocks(self, t):
-        """(..., N, f) -> (..., length, f); padding slots repeat token 0 (their key weight is 0)."""
-        return self._take(t, self.source)
-
-    def from_blocks(self, t):
-        """(..., length, f) -> (..., N, f)."""
-        return self._take(t, self.slot)
 
     def for_rows(self, batch):
         """The layout per flattened row of a (batch..., N) input: (gather (rows, L) flat indices into (rows·N)

@@ -9,7 +9,7 @@ import torch
 import triton
 
 from .features import NORM_EPS
-from .regions import RegionLayout
+from .regions import region_layout
 from .triton_kernels import BLOCK_N, FORWARD, GRAD_KV, GRAD_Q, KEYS, QUERIES, _stats_kernel, _token_kernel
 
 
@@ -28,7 +28,7 @@ class Segments:
             self.perm = self.chunk_region = self.seg = None
             self.num_regions, self.length = 1, num_tokens
             return
-        layout = RegionLayout(regions, batch + (num_tokens, ), lambda granule: BLOCK_N)
+        layout = region_layout(regions, batch + (num_tokens, ), chunk=BLOCK_N)  # cached, like the efficient form's
         length, num_regions = layout.length, layout.num_regions
         filled = layout.key_weight > 0
         perm = torch.where(filled, layout.source, -1)
