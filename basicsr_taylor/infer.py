@@ -59,8 +59,7 @@ class Upscaler:
 
     def __init__(self, network, scale, device, precision='fp32', tile=0, tile_overlap=32, progress=False,
                  align=None):
-        # tiles start on the window grid (window_size · patch_size pixels: TaylorSwinIR's pad_multiple)
-        self.align = align or int(getattr(network, 'pad_multiple', getattr(network, 'window_size', 1)))
+        self.align = align or network_window_size(network, {})  # tiles start on the network's padding grid
         check_tile_options(tile, tile_overlap, self.align)
         check_precision(precision, device)
         self.network = network.to(device).eval()

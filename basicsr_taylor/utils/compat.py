@@ -16,8 +16,8 @@ from collections import OrderedDict
 
 import torch
 import torch.distributed as dist
-import yaml
 import torch.multiprocessing as mp
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from .files import atomic_path

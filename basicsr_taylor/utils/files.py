@@ -34,8 +34,9 @@ def atomic_path(path):
 
 def write_atomically(path, data):
     """Write ``data`` (str or bytes) to ``path`` through :func:`atomic_path`."""
+    if isinstance(data, str):
+        data = data.encode('utf-8')
     with atomic_path(path) as temp_path:
-        with open(temp_path, 'w' if isinstance(data, str) else 'wb', **({'encoding': 'utf-8'} if isinstance(
-                data, str) else {})) as f:
+        with open(temp_path, 'wb') as f:
             f.write(data)
     return path

@@ -77,19 +77,6 @@ class MonomialFeatures:
             start = stop
         return out
 
-    def of_tokens(self, x_rows, bufs, tau=None):
-        """ψ(τ x / |x|) for a chunk of token rows x_rows (..., c, d) -> (..., width, c), in a reused buffer."""
-        x = x_rows.transpose(-2, -1)  # (..., d, c)
-        features = bufs.get('psi', x.shape[:-2] + (self.width, x.shape[-1]), init=lambda b: b[..., 0, :].fill_(1))
-        norm = torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min_(NORM_EPS)  # |x| (eps as F.normalize)
-        factor = norm.reciprocal_() if tau is None else tau / norm
-        torch.mul(x, factor, out=features[..., 1:self.head_dim + 1, :])  # τ x / |x|
-        return self.fill_quadratic(features)
-
-    def apply_weight(self, stats):
-        """C S, in place: S (..., width, e)."""
-        return stats.mul_(self.weight.to(stats.dtype)[:, None])
-
     def vjp_weights(self, stats):
         """W(S) with [g, g⊠x] W(S) = dL/dx when dL/dψ(x) = S g, for S (..., width, e) -> (..., e + e·d, d).
 

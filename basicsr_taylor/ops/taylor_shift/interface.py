@@ -14,7 +14,7 @@ The public function: argument checks, dtypes and the choice of form. The forms (
   on CUDA (score_mod = log p, regions as a block mask).
 
 Other Taylor orders (``order`` k in 1..4, weights p_k(x) = Σ_{i<=k} x^i / i!; the default k = 2 is the above):
-the direct form for every order (``naive.direct_order``), the efficient form for k = 1 (``linear``: p_1(q·k) =
+the direct form for every order (``naive.direct``), the efficient form for k = 1 (``linear``: p_1(q·k) =
 1 + q·k = [1, q]·[1, k] is linear attention) and k = 2. Odd orders have real roots (p_1(-1) = 0, p_3(x) < 0 below
 x = -1.596), so for them the temperature is bounded, |τ| <= (1 - 1e-3) ρ_k (:func:`odd_order_temperature`): every
 weight is then >= ~1e-3 and the output a convex combination of the values, in every form.
@@ -198,7 +198,7 @@ def _other_order(q, k, v, temperature, regions, scale, order, form):
     temperature = odd_order_temperature(temperature, order, q)
     if form == 'efficient':  # order 1 (check_order admits nothing else)
         return linear_taylor_attention(q, k, v, temperature, regions, scale)
-    return naive.direct_order(q, k, v, temperature, regions, scale, order)
+    return naive.direct(q, k, v, temperature, regions, scale, order)
 
 
 def _check_inputs(q, k, v, temperature, regions, form):

@@ -2,8 +2,8 @@
 
 Both take L2-normalised q̂ (times τ) and k̂ and plain tensor ops only, with static shapes:
 
-- :func:`direct`: w_ij = p(x_ij)·[r_i = r_j], y_i = s Σ_j w_ij v_j / Σ_j w_ij; O(N²d) time, O(N²) memory;
-- :func:`direct_order`: the same for any Taylor order k, w_ij = p_k(x_ij)·[r_i = r_j] (:func:`taylor_polynomial`);
+- :func:`direct`: w_ij = p_k(x_ij)·[r_i = r_j], y_i = s Σ_j w_ij v_j / Σ_j w_ij (Taylor order k, default 2:
+  :func:`taylor_polynomial`); O(N²d) time, O(N²) memory;
 - :func:`feature_form`: Φ(x) = [1, x, c_ab x_a x_b (a <= b)] (c_aa = 1/√2, c_ab = 1), so that Φ(q)·Φ(k) =
   p(q·k); per region r, S_r = Σ_{j in r} Φ(k_j) [1, v_j]ᵀ and y'_i = Φ(q_i)·S_{r(i)}, y_i = s y'_i[1:] / y'_i[0].
   Tokens go in a few fixed chunks (each unrolled into an exported graph: 4 chunks keep the export of the 36-block
@@ -26,19 +26,6 @@ def normalized(q, k, temperature):
     return (q if temperature is None else q * temperature), k
 
 
-def direct(q, k, v, temperature, regions, scale):
-    """TaylorShift attention with the N×N weights."""
-    q, k = normalized(q, k, temperature)
-    x = q @ k.transpose(-2, -1)  # x_ij = τ cos(q_i, k_j)
-    in_place = not (torch.is_grad_enabled() and x.requires_grad) and not is_tracing()  # reuse the N×N buffer
-    # w = 2 p(x) = (x + 1)² + 1; the factor 2 cancels in the ratio below
-    weights = x.add_(1).square_().add_(1) if in_place else (x + 1).square() + 1
-    if regions is not None:
-        same = regions[..., :, None] == regions[..., None, :]  # only same-region keys
-        weights = weights.mul_(same) if in_place else weights * same.to(weights.dtype)
-    return (weights @ v) * (scale / weights.sum(-1, keepdim=True))  # y_i = s Σ_j w_ij v_j / Σ_j w_ij
-
-
 def taylor_polynomial(x, order):
     """p_k(x) = Σ_{i=0..k} x^i / i! by Horner's rule: 1 + x (1 + x/2 (1 + x/3 (...)))."""
     p = torch.ones_like(x)
@@ -47,14 +34,21 @@ def taylor_polynomial(x, order):
     return p
 
 
-def direct_order(q, k, v, temperature, regions, scale, order):
-    """The direct form for Taylor order k: y_i = s Σ_j p_k(x_ij) v_j / Σ_j p_k(x_ij), x_ij = τ cos(q_i, k_j).
+def direct(q, k, v, temperature, regions, scale, order=2):
+    """TaylorShift attention with the N×N weights, for Taylor order k (default 2):
+    y_i = s Σ_j w_ij v_j / Σ_j w_ij,  w_ij = p_k(x_ij)·[r_i = r_j],  x_ij = τ cos(q_i, k_j).
     (Odd orders expect the bounded temperature of ``interface.odd_order_temperature``.)"""
     q, k = normalized(q, k, temperature)
-    weights = taylor_polynomial(q @ k.transpose(-2, -1), order)
+    x = q @ k.transpose(-2, -1)  # x_ij = τ cos(q_i, k_j)
+    in_place = not (torch.is_grad_enabled() and x.requires_grad) and not is_tracing()  # reuse the N×N buffer
+    if order != 2:
+        weights = taylor_polynomial(x, order)
+    else:  # w = 2 p(x) = (x + 1)² + 1; the factor 2 cancels in the ratio below
+        weights = x.add_(1).square_().add_(1) if in_place else (x + 1).square() + 1
     if regions is not None:
-        weights = weights * (regions[..., :, None] == regions[..., None, :]).to(weights.dtype)
-    return (weights @ v) * (scale / weights.sum(-1, keepdim=True))
+        same = regions[..., :, None] == regions[..., None, :]  # only same-region keys
+        weights = weights.mul_(same) if in_place else weights * same.to(weights.dtype)
+    return (weights @ v) * (scale / weights.sum(-1, keepdim=True))  # y_i = s Σ_j w_ij v_j / Σ_j w_ij
 
 
 def feature_form(q, k, v, temperature, regions, scale, num_regions=MAX_SHIFTED_WINDOW_REGIONS):
