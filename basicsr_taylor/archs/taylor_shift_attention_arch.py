@@ -48,10 +48,11 @@ class TaylorShiftAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x, regions=None):
-        """x: (B, N, C). regions: optional integer (B, N) or (N,) ids; a token attends only within its id."""
+        """x: (B, N, C). regions: optional, a token attends only within its region: a ``RegionChunks`` layout
+        (what TaylorSwinIR passes) or integer (B, N) or (N,) ids (the efficient form then syncs to sort them)."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        if regions is not None:
+        if isinstance(regions, torch.Tensor):
             regions = regions.unsqueeze(-2)  # (B, 1, N): shared by all heads
         x = taylor_shift_attention(q, k, v, self.temperature, regions, self.form, self.output_norm, order=self.order)
         x = x.transpose(1, 2).reshape(b, n, c)

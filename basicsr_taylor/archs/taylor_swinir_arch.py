@@ -25,14 +25,13 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from basicsr.archs.swinir_arch import (DropPath, Mlp, PatchEmbed, PatchUnEmbed, Upsample, UpsampleOneStep,
-                                       window_partition)
+from basicsr.archs.swinir_arch import DropPath, Mlp, PatchEmbed, PatchUnEmbed, Upsample, UpsampleOneStep
 from torch import nn
 from torch.utils import checkpoint
 
 from ..ops.taylor_shift import DEFAULT_ORDER, FORMS, check_order
 from ..utils.registry import register_arch
-from .shifted_windows import pad_to_multiple, shifted_window_regions, window_reverse
+from .shifted_windows import chunk_side, pad_to_multiple, partition_windows, reverse_windows, shifted_window_chunks
 from .taylor_shift_attention_arch import TaylorShiftAttention
 
 UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
@@ -57,20 +56,24 @@ class TaylorSwinTransformerBlock(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
-    def forward(self, x, x_size):
+    def forward(self, x, x_size, regions=None):
+        """x (B, H·W, C); regions: the shifted windows' layout (``shifted_window_chunks``), built once per forward
+        by the network, used by the shifted blocks."""
         h, w = x_size
         b, _, c = x.shape
         if self.pos_embed is not None:  # x + DWConv3x3(x): position from the local neighbourhood
             x = x + self.pos_embed(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
         shortcut = x
         x = self.norm1(x).view(b, h, w, c)
-        regions = None
         if self.shift_size:
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-            regions = shifted_window_regions(h, w, self.window_size, self.shift_size, x.device).repeat(b, 1)
-        windows = window_partition(x, self.window_size).view(-1, self.window_size * self.window_size, c)
-        windows = self.attn(windows, regions=regions)
-        x = window_reverse(windows.view(b, -1, self.window_size * self.window_size, c), self.window_size, h, w)
+            if regions is None:
+                regions = shifted_window_chunks(h, w, self.window_size, self.shift_size, x.device)
+        else:
+            regions = None
+        side = chunk_side(self.window_size, self.window_size // 2)  # chunk-major windows, the same in every block
+        windows = self.attn(partition_windows(x, self.window_size, side), regions=regions)
+        x = reverse_windows(windows, self.window_size, side, h, w)
         if self.shift_size:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         x = shortcut + self.drop_path(x.reshape(b, h * w, c))
@@ -99,13 +102,13 @@ class TaylorRSTB(nn.Module):
         self.patch_embed = PatchEmbed(patch_size=1, in_chans=0, embed_dim=dim, norm_layer=None)
         self.patch_unembed = PatchUnEmbed(patch_size=1, in_chans=0, embed_dim=dim, norm_layer=None)
 
-    def forward(self, x, x_size):
+    def forward(self, x, x_size, regions=None):
         shortcut = x
         for blk in self.blocks:
             if self.use_checkpoint and torch.is_grad_enabled():
-                x = checkpoint.checkpoint(blk, x, x_size, use_reentrant=False)
+                x = checkpoint.checkpoint(blk, x, x_size, regions, use_reentrant=False)
             else:
-                x = blk(x, x_size)
+                x = blk(x, x_size, regions)
         return self.patch_embed(self.conv(self.patch_unembed(x, x_size))) + shortcut
 
 
@@ -285,8 +288,10 @@ class TaylorSwinIR(nn.Module):
             x = self.token_embed(x)
         x_size = (x.shape[2], x.shape[3])
         x = self.pos_drop(self.patch_embed(x))
+        shift = self.window_size // 2  # one region layout per forward, from the sizes, for every shifted block
+        regions = shifted_window_chunks(*x_size, self.window_size, shift, x.device) if shift else None
         for layer in self.layers:
-            x = layer(x, x_size)
+            x = layer(x, x_size, regions)
         x = self.patch_unembed(self.norm(x), x_size)
         return self.token_unembed(x) if self.patch_size > 1 else x
 

@@ -1,183 +1,185 @@
-"""TaylorShift's efficient form: a custom autograd Function over blocks of tokens, linear in N.
+"""TaylorShift's efficient form: a fixed handful of batched ops per call, linear in N, no host sync.
 
-    p(q·k) = ψ(q)ᵀ C ψ(k),  S_r = C Σ_{j in r} [1, v_j] ψ(k̂_j)ᵀ,  y'_i = S_r(i) ψ(τ q̂_i),  y_i = s y'_i[1:] / y'_i[0]
+    p(q·k) = ψ(q)·ψ(k),   S_c = Σ_{j in chunk c} ψ(k̂_j) v'_jᵀ,   S_r(c) = Σ_{c' in c's region} S_c',
+    y'_i = S_r(i)ᵀ ψ(τ q̂_i),   y_i = y'_i[1:] / y'_i[0]   with v'_j = [1/s, v_j] (s = output scale)
 
-The Function normalises q and k inside the blocks, keeps the small per-region statistics S from the forward pass
-and rebuilds ψ block by block in the backward pass: besides the inputs, the output, S and the gradients, only one
-block's temporaries are held (``blocks.block_plan``). With regions, every chunk of tokens holds one region
-(``regions.RegionLayout``), gathered and scattered per block: the cost stays that of unmasked attention.
+Tokens come in C chunks per window, each inside one region (``regions.RegionChunks``); the region sums are one
+small matmul with the same-region matrix M (C × C), so masking costs no more than unmasked attention and needs no
+gather or scatter. Every product is one matmul batched over (windows, heads, chunks); all windows are computed at
+once unless their temporaries exceed an absolute budget (``blocks``). The autograd Function keeps q̂, k̂, their
+norms, v', the output, 1/y'[0] and the small statistics S_r; the backward pass rebuilds ψ and uses no atomics.
+Inference (no gradient needed) runs the same ops outside the Function and keeps nothing.
 """
+import math
+
 import torch
 
-from .blocks import Plan, rows3
-from .regions import region_layout
+from .blocks import row_blocks, rows_per_block
+from .features import NORM_EPS, feature_map
+from .regions import SortedRegions
 
 
 def efficient(q, k, v, temperature, regions, scale):
-    """The efficient form of :func:`taylor_shift_attention` (inputs already in the compute dtype)."""
+    """The efficient form of :func:`taylor_shift_attention`: q, k (B, ..., N, d), v (B, ..., N, dv), temperature
+    broadcastable to (B, ..., 1, 1) or None, regions None, a ``RegionChunks`` or a ``SortedRegions``."""
     if q.dim() == 2:  # (N, d): give it a batch dimension
         return efficient(q[None], k[None], v[None], temperature, regions, scale)[0]
-    layout = None if regions is None else region_layout(regions, q.shape[:-1])
-    return TaylorShiftEfficient.apply(q, k, v, temperature, layout, scale)
+    if isinstance(regions, SortedRegions):  # any ids: tokens gathered into region-sorted, padded rows
+        rows, num_tokens = math.prod(q.shape[:-2]), q.shape[-2]
+        flat = lambda t: regions.gather(t.reshape(rows, num_tokens, t.shape[-1]))  # noqa: E731
+        tau = None if temperature is None else temperature.expand(q.shape[:-2] + (1, 1)).reshape(rows, 1, 1)
+        out = _attention(flat(q), flat(k), flat(v), tau, regions.chunks, scale, regions.key_weight)
+        return regions.scatter(out).view(q.shape[:-1] + v.shape[-1:])
+    return _attention(q, k, v, temperature, regions, scale, None)
 
 
-def _vjp_inputs(g, x, out):
-    """[g; g⊠x] (..., e + e·d, c) for tokens along the last dim: g (..., e, c), x (..., d, c)."""
-    width, head_dim = g.shape[-2], x.shape[-2]
-    out[..., :width, :] = g
-    torch.mul(g[..., :, None, :], x[..., None, :, :], out=out[..., width:, :].unflatten(-2, (width, head_dim)))
-    return out
+def _attention(q, k, v, temperature, chunks, scale, key_weight):
+    inputs = (q, k, v) if temperature is None else (q, k, v, temperature)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return TaylorShiftEfficient.apply(q, k, v, temperature, chunks, key_weight, scale)
+    return _forward(q, k, v, temperature, chunks, key_weight, scale, keep=False)[0]  # inference: keeps nothing
 
 
+def _unit(x, num_chunks):
+    """(x̂, |x|) per chunk, tokens last: x (B, ..., N, d) -> (B, ..., C, d, c), (B, ..., C, 1, c)."""
+    x = x.unflatten(-2, (num_chunks, -1)).transpose(-2, -1)
+    norm = torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min(NORM_EPS)  # |x| (eps as F.normalize)
+    return x / norm, norm
 
-def _unit_columns_vjp(unit, norm, grad_unit):
-    """dL/dx for u = x / |x| given dL/du: (g - u (u·g)) / |x|, over dim -2."""
+
+def value_factor(v):
+    """f in v' = f [1/s, v]: 1/N for half inputs, so that the sums over N stay in range (S <= max |v|, y'[0] <=
+    p(τ)/s), else 1 (the factor cancels in y'[1:] / y'[0])."""
+    return 1.0 / max(v.shape[-2], 1) if v.dtype in (torch.float16, torch.bfloat16) else 1.0
+
+
+def _values(v, num_chunks, scale, key_weight):
+    """v' = f [1/s, v] per chunk (B, ..., C, c, e); rows weighted by the key weights (0 for padding) if given."""
+    factor = value_factor(v)
+    ones = torch.full_like(v[..., :1], factor / scale)
+    values = torch.cat([ones, v if factor == 1 else v * factor], dim=-1)
+    if key_weight is not None:
+        values = values * key_weight[..., None].to(values.dtype)
+    return values.unflatten(-2, (num_chunks, -1))
+
+
+def _tau(temperature, like):
+    """τ shaped to multiply (B, ..., C, d, c) tensors, or None."""
+    return None if temperature is None else temperature.to(like.dtype).unsqueeze(-3)
+
+
+def _region_sum(same, stats):
+    """S_r(c) = Σ_{c'} M[c, c'] S_c' (B, ..., C, D, e); unchanged without regions."""
+    return stats if same is None else (same @ stats.flatten(-2)).view(stats.shape)
+
+
+def _same(chunks, like):
+    return None if chunks is None else chunks.same_region(like.shape[0], like.dtype, like.dim() - 1)
+
+
+def _blocks(q, value_dim, backward):
+    rows, num_tokens = q.shape[0], math.prod(q.shape[1:-1])
+    per_block = rows_per_block(rows, num_tokens, q.shape[-1], value_dim, q.element_size(), q.device, backward)
+    return row_blocks(rows, per_block)
+
+
+def _forward(q, k, v, temperature, chunks, key_weight, scale, keep):
+    """(out, saved) with saved = (q̂, |q|, k̂, |k|, v', 1/y'[0], S_r) if keep else None."""
+    num_chunks = 1 if chunks is None else chunks.num_chunks
+    q_unit, q_norm = _unit(q, num_chunks)
+    k_unit, k_norm = _unit(k, num_chunks)
+    tau = _tau(temperature, q_unit)
+    x_q = q_unit if tau is None else q_unit * tau  # τ q̂
+    values = _values(v, num_chunks, scale, key_weight)
+    same = _same(chunks, values)
+    psi = feature_map(q.shape[-1], q.device)
+    outs, inv_dens, all_stats = [], [], []
+    for rows in _blocks(q, v.shape[-1], backward=False):
+        stats = psi(k_unit[rows]) @ values[rows]  # S_c = Σ_j ψ(k̂_j) v'_jᵀ  (b, ..., C, D, e)
+        stats = _region_sum(None if same is None else same[rows], stats)
+        y_ext = psi(x_q[rows]).transpose(-2, -1) @ stats  # y'_i = S_r(i)ᵀ ψ(τ q̂_i)  (b, ..., C, c, e)
+        if y_ext.dtype in (torch.float16, torch.bfloat16):  # the division in float32
+            y_ext = y_ext.float()
+        if keep:
+            inv_den = y_ext[..., :1].reciprocal()
+            outs.append((y_ext[..., 1:] * inv_den).to(v.dtype))  # y = y'[1:] / y'[0]  (= s Σ w v / Σ w)
+            inv_dens.append(inv_den)
+            all_stats.append(stats)
+        else:
+            outs.append((y_ext[..., 1:] / y_ext[..., :1]).to(v.dtype))
+    out = _cat(outs).flatten(-3, -2)  # (B, ..., N, dv)
+    saved = (q_unit, q_norm, k_unit, k_norm, values, _cat(inv_dens), _cat(all_stats)) if keep else None
+    return out, saved
+
+
+def _cat(parts):
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _unit_vjp(unit, norm, grad_unit):
+    """dL/dx for x̂ = x / |x| given dL/dx̂, over dim -2: (g - x̂ (x̂·g)) / |x|."""
     return (grad_unit - unit * (unit * grad_unit).sum(-2, keepdim=True)) / norm
 
 
-def _key_statistics(plan, k3, v3, rows):
-    """S_r = C Σ_{j in r} v'_j ψ(k̂_j)ᵀ for a row block: (m, R, e, D)."""
-    m = rows.stop - rows.start
-    stats = k3.new_zeros((m, plan.num_regions, plan.value_dim + 1, plan.psi.width))
-    for t0, t1, nb, cb in plan.token_blocks():
-        features, _, _ = plan.features(plan.tokens(k3, rows, t0, t1, nb, cb), 'psi')
-        values = plan.values(v3, rows, t0, t1, nb, cb)
-        plan.add(stats, values @ features.transpose(-2, -1), plan.region_index(rows, t0, nb, cb))  # Σ v' ψ(k̂)ᵀ
-    return stats.mul_(plan.psi.weight.to(stats.dtype))  # C S
-
-
-def _vjp_weights(plan, stats):
-    """W(S)ᵀ (m, R, d, e + e·d) for S (m, R, e, D): dx = W(S)ᵀ [g; g⊠x] when dL/dψ(x) = Sᵀ g."""
-    return plan.psi.vjp_weights(stats.transpose(-2, -1)).transpose(-2, -1)
+def _tokens_first(x):
+    """(B, ..., C, d, c) -> (B, ..., N, d)."""
+    return x.transpose(-2, -1).flatten(-3, -2)
 
 
 class TaylorShiftEfficient(torch.autograd.Function):
-    """Normalised TaylorShift attention by blocks: y_i = s · y'_i[1:] / y'_i[0], y'_i = S_{r(i)} ψ(τ q̂_i),
-    S_r = C Σ_{j in r} [w_j; w_j v_j] ψ(k̂_j)ᵀ, where w_j = 1 for a token and 0 for padding.
-
-    Inputs: q, k (batch..., N, d), v (batch..., N, dv), temperature (broadcasts to (batch..., 1, 1)) or None,
-    layout (a :class:`RegionLayout`, or None without regions), scale s. The batch dims are flattened into
-    rows; blocks of whole rows (or of whole region chunks of one row) are computed with a few batched
-    matmuls each. Saves q, k, v (references), the output, the denominators y'[0] and the per-region
-    statistics S (rows × R × e × D: small); the backward pass rebuilds ψ block by block.
-    """
+    """The efficient form with its own backward pass (module docstring): inputs q, k, v, temperature, chunks (a
+    ``RegionChunks`` or None), key_weight ((B, N): 0 for padding tokens, or None), scale s."""
 
     @staticmethod
-    def forward(ctx, q, k, v, temperature, layout, scale):
-        plan = Plan(q, v, layout)
-        q3, k3, v3 = (rows3(t, plan) for t in (q, k, v))
-        tau = plan.tau_rows(temperature, q3)
-        keep = any(ctx.needs_input_grad[:4])  # S is kept for the backward pass
-        out3 = v3.new_empty(v3.shape)
-        denominator = v3.new_empty(plan.rows, plan.length)
-        stats_all = v3.new_empty(plan.rows, plan.num_regions, plan.value_dim + 1, plan.psi.width) if keep else None
-        for rows in plan.row_blocks():
-            stats = _key_statistics(plan, k3, v3, rows)
-            if keep:
-                stats_all[rows] = stats
-            out_rows = out3[rows] if layout is None else plan.bufs.get('out', (stats.shape[0], plan.length,
-                                                                               plan.value_dim))
-            for t0, t1, nb, cb in plan.token_blocks():
-                features, _, _ = plan.features(plan.tokens(q3, rows, t0, t1, nb, cb), 'psi',
-                                               None if tau is None else tau[rows])
-                index = plan.region_index(rows, t0, nb, cb)
-                y_ext = plan.select(stats, index, nb) @ features  # y'_i = S_r(i) ψ(τ q̂_i)  (m, nb, e, cb)
-                den = y_ext[..., :1, :]
-                denominator[rows, t0:t1] = den.reshape(den.shape[0], -1)
-                y = (y_ext[..., 1:, :] * (scale / den)).transpose(-2, -1)  # s y'[1:] / y'[0]  (m, nb, cb, dv)
-                out_rows[:, t0:t1] = y.reshape(y.shape[0], t1 - t0, plan.value_dim)
-            if layout is not None:
-                out3[rows] = plan.to_rows(out_rows, rows)
-        out = out3.view(v.shape)
-        ctx.save_for_backward(q, k, v, temperature, out, denominator, stats_all)
-        ctx.layout, ctx.scale = layout, scale
+    def forward(ctx, q, k, v, temperature, chunks, key_weight, scale):
+        out, saved = _forward(q, k, v, temperature, chunks, key_weight, scale, keep=True)
+        ctx.save_for_backward(out, temperature, key_weight, *saved)
+        ctx.chunks = chunks
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, temperature, out, denominator, stats_all = ctx.saved_tensors
-        return efficient_backward(ctx, grad_out, q, k, v, temperature, out, denominator, stats_all)[:4] + (None, ) * (
-            len(ctx.needs_input_grad) - 4)
-
-
-def efficient_backward(ctx, grad_out, q, k, v, temperature, out, denominator, stats_all):
-    """(dq, dk, dv, dτ) of :class:`TaylorShiftEfficient` (also the Triton form's backward: stats_all may be None,
-    then S is recomputed)."""
-    layout, scale = ctx.layout, ctx.scale
-    need_q, need_k, need_v, need_tau = ctx.needs_input_grad[:4]
-    plan = Plan(q, v, layout)
-    q3, k3, v3 = (rows3(t, plan) for t in (q, k, v))
-    out3, grad3 = rows3(out, plan), rows3(grad_out, plan)
-    tau = plan.tau_rows(temperature, q3)
-    d, e, psi = plan.head_dim, plan.value_dim + 1, plan.psi
-    grad_q = torch.empty_like(q3) if need_q else None
-    grad_k = torch.empty_like(k3) if need_k else None
-    grad_v = torch.empty_like(v3) if need_v else None
-    grad_tau = q3.new_zeros(plan.rows, 1, 1, 1) if need_tau else None
-    blocks = plan.token_blocks()
-
-    def padded(grad, name, rows):  # gradient rows in the padded layout (written block by block)
-        return grad[rows] if layout is None else plan.bufs.get(name, (rows.stop - rows.start, plan.length,
-                                                                      grad.shape[-1]))
-
-    def put(grad_rows, part, t0, t1):  # part (m, nb, f, cb) -> grad_rows[:, t0:t1] (m, t, f)
-        grad_rows[:, t0:t1] = part.transpose(-2, -1).reshape(part.shape[0], t1 - t0, part.shape[-2])
-
-    for rows in plan.row_blocks():
-        m = rows.stop - rows.start
-        stats = _key_statistics(plan, k3, v3, rows) if stats_all is None else stats_all[rows]
-        query_weights = _vjp_weights(plan, stats) if need_q or need_tau else None  # W(S_r)ᵀ once per region
-        grad_stats = q3.new_zeros(stats.shape)
-        dq_rows = padded(grad_q, 'dq', rows) if need_q else None
-        for t0, t1, nb, cb in blocks:
-            g = plan.tokens(grad3, rows, t0, t1, nb, cb)  # (m, nb, dv, cb)
-            y = plan.tokens(out3, rows, t0, t1, nb, cb)
-            inv_den = denominator[rows, t0:t1].view(m, nb, 1, cb).reciprocal()
-            weight = plan.weight(rows, t0, t1, nb, cb)
-            if weight is not None:
-                inv_den = inv_den * weight  # padding slots: no gradient
-            dz = plan.bufs.get('dz', (m, nb, e, cb))  # dL/dy' = [-(g·y)/y'_0, s g / y'_0]
-            torch.mul((g * y).sum(-2, keepdim=True), -inv_den, out=dz[..., :1, :])
-            torch.mul(g, scale * inv_den, out=dz[..., 1:, :])
-            features, q_unit, q_norm = plan.features(plan.tokens(q3, rows, t0, t1, nb, cb), 'psi',
-                                                     None if tau is None else tau[rows])
-            index = plan.region_index(rows, t0, nb, cb)
-            plan.add(grad_stats, dz @ features.transpose(-2, -1), index)  # dS_r += Σ_i dz_i ψ(τ q̂_i)ᵀ
-            if need_q or need_tau:  # d(τq̂) = W(S_r)ᵀ [dz; dz⊠τq̂]
-                q_hat = features[..., 1:d + 1, :]
-                inputs = _vjp_inputs(dz, q_hat, plan.bufs.get('vjp', (m, nb, e * (1 + d), cb)))
-                grad_q_hat = plan.select(query_weights, index, nb) @ inputs  # (m, nb, d, cb)
-                if need_tau:  # dτ = Σ d(τq̂)·q̂
-                    grad_tau[rows] += (grad_q_hat * q_unit).sum((1, 2, 3), keepdim=True)
-                if need_q:
-                    grad_unit = grad_q_hat if tau is None else grad_q_hat * tau[rows]
-                    put(dq_rows, _unit_columns_vjp(q_unit, q_norm, grad_unit), t0, t1)
-        if need_q and layout is not None:
-            grad_q[rows] = plan.to_rows(dq_rows, rows)
-        if not (need_k or need_v):
-            continue
-        grad_stats.mul_(psi.weight.to(grad_stats.dtype))  # G = dL/d(Σ_j v'_j ψ(k̂_j)ᵀ) = C dS
-        key_weights = _vjp_weights(plan, grad_stats) if need_k else None
-        dk_rows = padded(grad_k, 'dk', rows) if need_k else None
-        dv_rows = padded(grad_v, 'dv', rows) if need_v else None
-        for t0, t1, nb, cb in blocks:
-            features, k_unit, k_norm = plan.features(plan.tokens(k3, rows, t0, t1, nb, cb), 'psi')
-            values = plan.values(v3, rows, t0, t1, nb, cb)
-            index = plan.region_index(rows, t0, nb, cb)
-            if need_v:  # dv'_j = G_r(j) ψ(k̂_j); dv = w dv'[1:]
-                grad_values = plan.select(grad_stats, index, nb) @ features  # (m, nb, e, cb)
-                weight = plan.weight(rows, t0, t1, nb, cb)
-                put(dv_rows, grad_values[..., 1:, :] if weight is None else grad_values[..., 1:, :] * weight, t0, t1)
-            if need_k:  # dk̂ = W(G_r)ᵀ [v'; v'⊠k̂]
-                inputs = _vjp_inputs(values, k_unit, plan.bufs.get('vjp', (m, nb, e * (1 + d), cb)))
-                grad_k_hat = plan.select(key_weights, index, nb) @ inputs
-                put(dk_rows, _unit_columns_vjp(k_unit, k_norm, grad_k_hat), t0, t1)
-        if layout is not None:
-            if need_k:
-                grad_k[rows] = plan.to_rows(dk_rows, rows)
-            if need_v:
-                grad_v[rows] = plan.to_rows(dv_rows, rows)
-    if need_tau:
-        grad_tau = grad_tau.view(plan.batch + (1, 1)).sum_to_size(temperature.shape)
-    return (None if grad_q is None else grad_q.view(q.shape), None if grad_k is None else grad_k.view(k.shape),
-            None if grad_v is None else grad_v.view(v.shape), grad_tau)
+        if torch.is_grad_enabled():
+            raise RuntimeError("TaylorShift's efficient form has no double backward (create_graph=True): use "
+                               "form='direct' for higher-order gradients")
+        out, temperature, key_weight, q_unit, q_norm, k_unit, k_norm, values, inv_den, stats = ctx.saved_tensors
+        need_q, need_k, need_v, need_tau = ctx.needs_input_grad[:4]
+        num_chunks = q_unit.shape[-3]
+        tau = _tau(temperature, q_unit)
+        x_q = q_unit if tau is None else q_unit * tau
+        g = grad_out.unflatten(-2, (num_chunks, -1))  # (B, ..., C, c, dv)
+        y = out.unflatten(-2, (num_chunks, -1))
+        # dL/dy' = [-(g·y), g] / y'[0]  (1/y'[0] in float32)
+        dz = (torch.cat([-(g * y).sum(-1, keepdim=True), g], dim=-1) * inv_den).to(values.dtype)
+        same = _same(ctx.chunks, values)
+        psi = feature_map(q_unit.shape[-2], q_unit.device)
+        dx_q, dx_k, dv = [], [], []
+        for rows in _blocks(q_unit.transpose(-2, -1), values.shape[-1] - 1, backward=True):
+            grad_stats = psi(x_q[rows]) @ dz[rows]  # dS_r = Σ_i ψ(τ q̂_i) dz_iᵀ  (b, ..., C, D, e)
+            if need_q or need_tau:  # dψ(τ q̂_i) = S_r(i) dz_i
+                dx_q.append(psi.vjp(x_q[rows], stats[rows] @ dz[rows].transpose(-2, -1)))
+            if not (need_k or need_v):
+                continue
+            grad_stats = _region_sum(None if same is None else same[rows], grad_stats)  # dS_c = Mᵀ dS_r
+            if need_k:  # dψ(k̂_j) = dS_c v'_j
+                dx_k.append(psi.vjp(k_unit[rows], grad_stats @ values[rows].transpose(-2, -1)))
+            if need_v:  # dv'_j = dS_cᵀ ψ(k̂_j)
+                dv.append((psi(k_unit[rows]).transpose(-2, -1) @ grad_stats)[..., 1:])
+        grad_q = grad_k = grad_v = grad_tau = None
+        if need_q or need_tau:
+            grad_x = _cat(dx_q)  # dL/d(τ q̂)
+            if need_tau:  # dτ = Σ dL/d(τ q̂) · q̂
+                grad_tau = (grad_x * q_unit).sum((-3, -2, -1)).view(q_unit.shape[:-3] + (1, 1))
+                grad_tau = grad_tau.sum_to_size(temperature.shape)
+            if need_q:
+                grad_q = _tokens_first(_unit_vjp(q_unit, q_norm, grad_x if tau is None else grad_x * tau))
+        if need_k:
+            grad_k = _tokens_first(_unit_vjp(k_unit, k_norm, _cat(dx_k)))
+        if need_v:
+            grad_v = _cat(dv).flatten(-3, -2)
+            factor = value_factor(grad_v)  # v' = f [1/s, v]
+            if factor != 1:
+                grad_v = grad_v * factor
+            if key_weight is not None:
+                grad_v = grad_v * key_weight[..., None].to(grad_v.dtype)
+        return grad_q, grad_k, grad_v, grad_tau, None, None, None

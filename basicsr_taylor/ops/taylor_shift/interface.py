@@ -35,6 +35,7 @@ from ...utils.tracing import is_exporting
 from . import naive
 from .efficient import efficient
 from .linear import linear_taylor_attention
+from .regions import RegionChunks, sorted_region_chunks
 
 FORMS = ('auto', 'direct', 'efficient', 'triton', 'flex')
 ORDERS = (1, 2, 3, 4)  # Taylor orders k: p_k(x) = Σ_{i<=k} x^i / i!
@@ -131,9 +132,12 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
         v: (..., N, dv) values.
         temperature: optional tensor broadcastable to (..., 1, 1), e.g. (heads, 1, 1); multiplies the
             L2-normalised queries (x = τ·cos). None means τ = 1.
-        regions: optional integer tensor whose shape broadcasts against (..., N) by torch's rules (pass
-            (B, 1, N) for per-window ids shared by all heads). Query i attends only to keys j with
-            regions[i] == regions[j].
+        regions: optional; query i attends only to keys j of its own region. Either a
+            :class:`~basicsr_taylor.ops.taylor_shift.regions.RegionChunks` (tokens in chunks of one region each,
+            built from sizes, e.g. ``archs.shifted_windows.shifted_window_chunks``: no host sync, what the network
+            passes), or an integer tensor of ids whose shape broadcasts against (..., N) by torch's rules (pass
+            (B, 1, N) for per-window ids shared by all heads): the efficient form then sorts the tokens by id,
+            which reads the ids on the host (one device-to-host sync per call).
         form: "direct", "efficient", "triton" (CUDA, or CPU under TRITON_INTERPRET=1), "flex" (torch's
             FlexAttention; CPU: forward only) or "auto" (direct below a measured token count, efficient from
             it on: :func:`auto_threshold`). While exporting, every form runs the naive forms (region ids then
@@ -148,9 +152,9 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
             inf. While exporting, orders other than 2 run the direct form.
 
     Returns:
-        (..., N, dv) tensor in q's dtype. Half-precision inputs (and autocast) are computed in float32
-        internally: the squared term and the sums over N are where float16 overflows. The "triton" form
-        reads half inputs as they are and accumulates in float32 in its kernels.
+        (..., N, dv) tensor in q's dtype. The efficient and triton forms compute half-precision inputs (float16,
+        bfloat16) in their dtype with float32 accumulation, the values scaled by 1/N so that the key statistics
+        stay in range, and the final division in float32; the other forms compute them in float32.
     """
     if not is_exporting():  # (symbolic shapes while exporting: the checks would only add guards)
         _check_inputs(q, k, v, temperature, regions, form)
@@ -158,8 +162,9 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
     num_tokens, head_dim = q.shape[-2], q.shape[-1]
     out_dtype = q.dtype
     compute_dtype = torch.float32 if q.dtype in _HALF_DTYPES else q.dtype
-    if num_tokens == 0:  # nothing to attend to (as scaled_dot_product_attention)
-        return v.new_empty(v.shape, dtype=out_dtype)
+    if num_tokens == 0:  # nothing to attend to (as scaled_dot_product_attention); still part of the graph
+        empty = v * 0 + (q.sum() + k.sum()) * 0
+        return empty if temperature is None else empty + temperature.sum() * 0
     if order != DEFAULT_ORDER:
         form = auto_form_of_order(num_tokens, head_dim, order) if form == 'auto' else form
         if is_exportable():
@@ -176,6 +181,13 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
         if form == 'triton' and not is_exportable():  # the kernels read half inputs and accumulate in float32
             from .triton_form import taylor_shift_triton  # imports triton: only when asked for
             return taylor_shift_triton(q, k.to(q.dtype), v.to(q.dtype), temperature, regions, scale).to(out_dtype)
+        if form == 'efficient' and order == DEFAULT_ORDER and not is_exportable():
+            if regions is not None and not isinstance(regions, RegionChunks):  # any ids: sorted (a host sync)
+                regions = sorted_region_chunks(regions.expand(q.shape[:-1]).reshape(-1, num_tokens))
+            return efficient(q, k.to(q.dtype), v.to(q.dtype), temperature, regions, scale).to(out_dtype)
+        if isinstance(regions, RegionChunks):  # the other forms take one id per token
+            ids = regions.token_regions(q.shape[0])
+            regions = ids.view(ids.shape[:1] + (1, ) * (q.dim() - 3) + ids.shape[1:])
         q, k, v = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)
         if temperature is not None:
             temperature = temperature.to(compute_dtype)
@@ -185,11 +197,9 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
             out = naive.direct(q, k, v, temperature, regions, scale)
         elif is_exportable():
             out = naive.feature_form(q, k, v, temperature, regions, scale)
-        elif form == 'flex':
+        else:
             from .flex import taylor_shift_flex  # imports flex_attention: only when asked for
             out = taylor_shift_flex(q, k, v, temperature, regions, scale)
-        else:
-            out = efficient(q, k, v, temperature, regions, scale)
     return out.to(out_dtype)
 
 
@@ -210,12 +220,17 @@ def _check_inputs(q, k, v, temperature, regions, form):
         raise ValueError(f'v must have shape (..., N, dv) matching k {tuple(k.shape)} except the last dim, '
                          f'got {tuple(v.shape)}')
     if temperature is not None:
+        target = q.shape[:-2] + (1, 1)
         try:
-            torch.broadcast_shapes(temperature.shape, q.shape[:-2] + (1, 1))
+            fits = torch.broadcast_shapes(temperature.shape, target) == target  # no extra or wider dims
         except RuntimeError:
+            fits = False
+        if not fits:
             raise ValueError(f'temperature of shape {tuple(temperature.shape)} does not broadcast to '
-                             f'{tuple(q.shape[:-2]) + (1, 1)}') from None
-    if regions is not None:
+                             f'{tuple(target)} (one value per batch/head entry, e.g. (heads, 1, 1))')
+    if isinstance(regions, RegionChunks):
+        regions.check(q.shape)
+    elif regions is not None:
         if regions.dtype.is_floating_point or regions.dtype.is_complex or regions.dtype == torch.bool:
             raise ValueError(f'regions must be an integer tensor, got {regions.dtype}')
         try:

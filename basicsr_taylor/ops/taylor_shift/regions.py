@@ -1,105 +1,132 @@
-"""Tokens sorted by region id into chunks that each hold one region: exact masks at no extra cost.
+"""Region layouts: which keys each query may attend to, as whole chunks of tokens (the exact replacement of
+SwinIR's -100 mask, which a polynomial ignores).
 
-A shifted window's regions (SwinIR's masks) become runs of whole chunks; the efficient form keeps one set of key
-statistics per region and gives every chunk its own region's. The layout of a set of ids is cached (it costs a
-sort and a host sync; a network passes the same ids on every call).
+- :class:`RegionChunks`: the tokens of every window in C equal chunks of c tokens, each chunk inside one region;
+  built from integer sizes by the network (``archs.shifted_windows.shifted_window_chunks``), once per forward,
+  and shared by every block and head, like FlexAttention's BlockMask. No host sync, nothing cached.
+- :func:`sorted_region_chunks`: any integer ids (the public function's ``regions`` tensor): tokens sorted by id,
+  each region padded to whole chunks. It reads the ids on the host (one device-to-host sync per call).
 """
 import math
 
 import torch
 
-from ...utils.tracing import is_tracing
 
-MIN_CHUNK = 8  # region chunks: a divisor of the region sizes' gcd in [MIN_CHUNK, MAX_CHUNK], else MIN_CHUNK
-MAX_CHUNK = 1024
-LAYOUT_CACHE_SIZE = 16
-_layout_cache = {}
+class RegionChunks:
+    """Tokens of each of W windows in C chunks of ``chunk`` tokens (chunk-major: chunk j holds tokens
+    j·c .. (j+1)·c - 1); chunk j of window w lies in region ``chunk_regions[w, j]``.
 
-
-def choose_chunk(num_tokens, granule=None, multiple=1):
-    """Tokens per region chunk (every chunk holds one region; each region is padded to whole chunks).
-
-    ``granule``: the gcd of the region sizes. The largest divisor of it in [MIN_CHUNK, MAX_CHUNK] that is a
-    multiple of ``multiple`` (no padding at all), else the smallest multiple of ``multiple`` >= MIN_CHUNK.
-    """
-    if granule:
-        fits = [c for c in range(multiple, min(granule, MAX_CHUNK) + 1, multiple)
-                if granule % c == 0 and c >= MIN_CHUNK]
-        if fits:
-            return fits[-1]
-    return -(-min(MIN_CHUNK, max(num_tokens, 1)) // multiple) * multiple
-
-
-
-def region_layout(regions, token_shape, multiple=1, chunk=None):
-    """:class:`RegionLayout` of ``regions`` for inputs of shape token_shape + (d,), cached by the ids' values
-    (the layout costs a sort and a host sync; the network passes the same ids on every call). Chunks by
-    :func:`choose_chunk`, or exactly ``chunk`` tokens when given."""
-    choose = (lambda granule: chunk) if chunk else (lambda granule: choose_chunk(token_shape[-1], granule, multiple))
-    build = lambda: RegionLayout(regions, token_shape, choose)  # noqa: E731
-    if is_tracing():
-        return build()
-    key = (tuple(regions.shape), regions.dtype, regions.device, tuple(token_shape), multiple, chunk, MIN_CHUNK,
-           MAX_CHUNK, regions.detach().cpu().numpy().tobytes())
-    layout = _layout_cache.pop(key, None) or build()
-    _layout_cache[key] = layout  # most recent last
-    while len(_layout_cache) > LAYOUT_CACHE_SIZE:
-        _layout_cache.pop(next(iter(_layout_cache)))
-    return layout
-
-
-class RegionLayout:
-    """Tokens of every row sorted by region id and each region padded to whole chunks.
-
-    Attributes: chunk (tokens per chunk), length (padded row length, a multiple of chunk), slot (..., N)
-    (position of every token in the padded row), source (..., length) (the token in every slot; 0 in the
-    padding), key_weight (..., length) (1 for tokens, 0 for padding), chunk_region (..., length / chunk)
-    (the region index 0..R-1 of each chunk), num_regions (R, the largest number of distinct ids in a row).
-    Leading dims are those of ``regions`` (broadcast against the batch).
+    An attention input (B, ..., N, d) with N = C·c and B a multiple of W holds B / W images of W windows each
+    (window w of every image has the layout of window w). Attributes: chunk_regions (W, C) integer tensor, chunk
+    (c), num_chunks (C).
     """
 
-    def __init__(self, regions, token_shape, choose):
-        num_tokens = token_shape[-1]
-        regions = regions.reshape((1, ) * (len(token_shape) - regions.dim()) + tuple(regions.shape))
-        regions = regions.expand(regions.shape[:-1] + (num_tokens, ))
-        lead = regions.shape[:-1]
-        ids, order = torch.sort(regions.reshape(-1, num_tokens), dim=-1, stable=True)
-        new_region = torch.ones_like(ids, dtype=torch.bool)
-        new_region[:, 1:] = ids[:, 1:] != ids[:, :-1]
-        region = new_region.long().cumsum(-1) - 1  # region index of every sorted token, 0..R_row-1
-        self.num_regions = int(region.max()) + 1
-        sizes = torch.zeros(ids.shape[0], self.num_regions, dtype=torch.long, device=ids.device)
-        sizes.scatter_add_(1, region, torch.ones_like(region))  # tokens per region
-        granule = math.gcd(*sizes[sizes > 0].unique().tolist())
-        self.chunk = chunk = choose(granule)
-        padded = (sizes + chunk - 1) // chunk * chunk  # each region padded to whole chunks
-        start = padded.cumsum(-1) - padded  # first slot of each region in the padded row
-        first = sizes.cumsum(-1) - sizes  # first sorted position of each region
-        position = torch.arange(num_tokens, device=ids.device) - first.gather(1, region)  # rank inside region
-        self.length = length = int(padded.sum(-1).max())
-        slot = torch.empty_like(order).scatter_(1, order, start.gather(1, region) + position)
-        chunk_start = torch.arange(0, length, chunk, device=ids.device).expand(ids.shape[0], -1)
-        chunk_region = torch.searchsorted(start + padded, chunk_start.contiguous(), right=True)
-        regions_in_row = region[:, -1:] + 1
-        chunk_region[chunk_region >= regions_in_row] = 0  # padding after a row's end: any non-empty region
-        self.chunk_region = chunk_region.reshape(lead + (-1, ))
-        key_weight = torch.zeros(ids.shape[0], length, device=ids.device)
-        self.key_weight = key_weight.scatter_(1, slot, 1.0).reshape(lead + (length, ))
-        source = torch.zeros(ids.shape[0], length, dtype=torch.long, device=ids.device)
-        source.scatter_(1, slot, torch.arange(num_tokens, device=ids.device).expand(ids.shape[0], -1))
-        self.source = source.reshape(lead + (length, ))
-        self.slot = slot.reshape(lead + (num_tokens, ))
-        self._rows = {}
+    def __init__(self, chunk_regions, chunk):
+        if chunk_regions.dim() != 2 or chunk_regions.dtype.is_floating_point:
+            raise ValueError(f'chunk_regions must be an integer (windows, chunks) tensor, got '
+                             f'{tuple(chunk_regions.shape)} {chunk_regions.dtype}')
+        self.chunk_regions = chunk_regions
+        self.chunk = int(chunk)
+        self.num_windows, self.num_chunks = chunk_regions.shape
 
-    def for_rows(self, batch):
-        """The layout per flattened row of a (batch..., N) input: (gather (rows, L) flat indices into (rows·N)
-        tokens, slot (rows, N), key_weight (rows, L), chunk_region (rows, L / chunk)); cached per batch shape."""
-        batch = tuple(batch)
-        if batch not in self._rows:
-            rows, num_tokens = math.prod(batch), self.slot.shape[-1]
-            flat = lambda t: t.expand(batch + t.shape[-1:]).reshape(rows, t.shape[-1])
-            offsets = torch.arange(rows, device=self.slot.device)[:, None] * num_tokens
-            self._rows[batch] = (flat(self.source) + offsets, flat(self.slot), flat(self.key_weight),
-                                 flat(self.chunk_region))
-        return self._rows[batch]
+    @property
+    def num_tokens(self):
+        return self.num_chunks * self.chunk
 
+    def same_region(self, batch, dtype, ndim):
+        """M (B, 1..., C, C) with M[b, i, j] = 1 if chunks i and j of window b share a region, shaped to broadcast
+        against (B, ..., C, ·) tensors of ``ndim`` dims (B a multiple of W)."""
+        ids = self.chunk_regions
+        same = (ids[:, :, None] == ids[:, None, :]).to(dtype)  # (W, C, C)
+        if batch != self.num_windows:
+            same = same.repeat(batch // self.num_windows, 1, 1)
+        return same.view((batch, ) + (1, ) * (ndim - 3) + same.shape[-2:])
+
+    def token_regions(self, batch):
+        """(B, N) region id of every token (for the direct, flex and export forms)."""
+        ids = self.chunk_regions[:, :, None].expand(-1, -1, self.chunk).reshape(self.num_windows, self.num_tokens)
+        return ids if batch == self.num_windows else ids.repeat(batch // self.num_windows, 1)
+
+    def check(self, shape):
+        """ValueError unless inputs of ``shape`` (B, ..., N, d) fit this layout."""
+        if len(shape) < 3 or shape[-2] != self.num_tokens or shape[0] % self.num_windows:
+            raise ValueError(f'inputs of shape {tuple(shape)} do not fit the region layout of {self.num_windows} '
+                             f'windows of {self.num_chunks} chunks x {self.chunk} tokens: expected (B, ..., '
+                             f'{self.num_tokens}, d) with B a multiple of {self.num_windows}')
+
+
+class SortedRegions:
+    """Any integer region ids as a :class:`RegionChunks` over padded rows: each row's tokens sorted by id, each
+    region padded to whole chunks (padding slots hold a copy of token 0 and weigh 0 as keys).
+
+    Attributes: chunks (a RegionChunks with one "window" per row), source (rows, L) the token in every slot,
+    slot (rows, N) the slot of every token, key_weight (rows, L) 1 for tokens and 0 for padding.
+    """
+
+    def __init__(self, chunks, source, slot, key_weight):
+        self.chunks, self.source, self.slot, self.key_weight = chunks, source, slot, key_weight
+
+    def gather(self, x):
+        """(rows, N, f) -> (rows, L, f) in the padded, region-sorted order (gradient: a gather by slot)."""
+        return _Permute.apply(x, self.source, self.slot)
+
+    def scatter(self, x):
+        """(rows, L, f) -> (rows, N, f) back in the token order (gradient: a gather by source, zero on padding)."""
+        return _Permute.apply(x, self.slot, self.source, self.key_weight)
+
+
+def _take(x, index):
+    """x (rows, M, f) at index (rows, K) along dim 1 -> (rows, K, f)."""
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[-1]))
+
+
+class _Permute(torch.autograd.Function):
+    """y = x[index] along dim 1, whose gradient is again a gather (by ``inverse``): no scatter-add, deterministic.
+    ``zero`` (rows, M) masks the gradient of the slots that ``inverse`` does not reach (padding)."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse, zero=None):
+        ctx.save_for_backward(inverse, zero)
+        return _take(x, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inverse, zero = ctx.saved_tensors
+        grad_x = _take(grad, inverse)
+        if zero is not None:
+            grad_x = grad_x * zero[:, :, None].to(grad_x.dtype)
+        return grad_x, None, None, None
+
+
+def choose_chunk(granule, num_tokens, min_chunk=8, max_chunk=1024):
+    """Tokens per chunk: the largest divisor of ``granule`` (the gcd of the region sizes) in [min_chunk,
+    max_chunk] (no padding at all), else min(min_chunk, N)."""
+    fits = [c for c in range(min_chunk, min(granule, max_chunk) + 1) if granule % c == 0]
+    return fits[-1] if fits else max(1, min(min_chunk, num_tokens))
+
+
+def sorted_region_chunks(regions, chunk=None):
+    """:class:`SortedRegions` of integer ids (rows, N). Reads the ids on the host (a sync): the network passes a
+    :class:`RegionChunks` instead. ``chunk``: tokens per chunk (default: :func:`choose_chunk`)."""
+    rows, num_tokens = regions.shape
+    ids, order = torch.sort(regions, dim=-1, stable=True)
+    new_region = torch.ones_like(ids, dtype=torch.bool)
+    new_region[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    region = new_region.long().cumsum(-1) - 1  # region index of every sorted token, 0..R_row-1
+    num_regions = int(region.max()) + 1
+    sizes = torch.zeros(rows, num_regions, dtype=torch.long, device=ids.device)
+    sizes.scatter_add_(1, region, torch.ones_like(region))  # tokens per region
+    chunk = chunk or choose_chunk(math.gcd(*sizes[sizes > 0].unique().tolist()), num_tokens)
+    padded = (sizes + chunk - 1) // chunk * chunk  # each region padded to whole chunks
+    start = padded.cumsum(-1) - padded  # first slot of each region in the padded row
+    first = sizes.cumsum(-1) - sizes  # first sorted position of each region
+    position = torch.arange(num_tokens, device=ids.device) - first.gather(1, region)  # rank inside its region
+    length = int(padded.sum(-1).max())
+    slot = torch.empty_like(order).scatter_(1, order, start.gather(1, region) + position)
+    chunk_start = torch.arange(0, length, chunk, device=ids.device).expand(rows, -1).contiguous()
+    chunk_region = torch.searchsorted(start + padded, chunk_start, right=True)
+    chunk_region[chunk_region >= region[:, -1:] + 1] = 0  # padding after a row's end: region 0 (never empty)
+    key_weight = torch.zeros(rows, length, device=ids.device).scatter_(1, slot, 1.0)
+    source = torch.zeros(rows, length, dtype=torch.long, device=ids.device)
+    source.scatter_(1, slot, torch.arange(num_tokens, device=ids.device).expand(rows, -1))
+    return SortedRegions(RegionChunks(chunk_region, chunk), source, slot, key_weight)

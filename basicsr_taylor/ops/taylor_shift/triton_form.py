@@ -9,7 +9,7 @@ import torch
 import triton
 
 from .features import NORM_EPS
-from .regions import region_layout
+from .regions import RegionChunks, sorted_region_chunks
 from .triton_kernels import BLOCK_N, FORWARD, GRAD_KV, GRAD_Q, KEYS, QUERIES, _stats_kernel, _token_kernel
 
 
@@ -28,14 +28,15 @@ class Segments:
             self.perm = self.chunk_region = self.seg = None
             self.num_regions, self.length = 1, num_tokens
             return
-        layout = region_layout(regions, batch + (num_tokens, ), chunk=BLOCK_N)  # cached, like the efficient form's
-        length, num_regions = layout.length, layout.num_regions
+        if isinstance(regions, RegionChunks):
+            regions = regions.token_regions(batch[0]).view(batch[:1] + (1, ) * (len(batch) - 1) + (num_tokens, ))
+        layout = sorted_region_chunks(regions.expand(batch + (num_tokens, )).reshape(rows, num_tokens), BLOCK_N)
+        length, num_regions = layout.source.shape[-1], int(layout.chunks.chunk_regions.max()) + 1
         filled = layout.key_weight > 0
-        perm = torch.where(filled, layout.source, -1)
-        self.perm = perm.expand(batch + (length, )).reshape(rows, length).to(torch.int32).contiguous()
+        self.perm = torch.where(filled, layout.source, -1).to(torch.int32).contiguous()
         num_chunks = length // BLOCK_N
-        chunk_region = layout.chunk_region.expand(batch + (num_chunks, )).reshape(rows, num_chunks)
-        used = filled.expand(batch + (length, )).reshape(rows, num_chunks, BLOCK_N).any(-1)  # not trailing padding
+        chunk_region = layout.chunks.chunk_regions
+        used = filled.reshape(rows, num_chunks, BLOCK_N).any(-1)  # not trailing padding
         member = (chunk_region[:, None, :] == torch.arange(num_regions, device=device)[None, :, None]) & used[:, None]
         position = torch.arange(num_chunks, device=device)
         start = torch.where(member, position, num_chunks).amin(-1)  # regions are contiguous runs of chunks
