@@ -13,6 +13,10 @@ Suites (all on one device, side by side in one run):
            batch 4.
   scaling  one RSTB (6 blocks, 180 dims): inference time and memory against the window size at LR 96², and
            against the LR size at window 48 (SwinIR also at window 8).
+  ops      kernels launched per training step and per inference (counted on the CPU: the leaf aten ops that
+           launch a kernel, benchmarking/kernels.py), TaylorSwinIR-w48 against SwinIR-w8, light net (embed 60,
+           depths [2, 2], heads 2) and recipe width (embed 180, depths [6, 6], heads 6), LR 96, x2; TaylorShift's
+           blocks as on CUDA (the kernels a GPU launches) and as on the CPU (cache-sized blocks).
   targets  issue 10's configurations, TaylorSwinIR against BasicSR's SwinIR-w8 at the same width and depth:
            config S (embed 60, depths [2, 2], heads [2, 2], LR 96², batch 1: training step and inference),
            config L (embed 48, depths [4, 4], heads [3, 3], LR 48², batch 4: training step at windows 8 and 24),
@@ -44,6 +48,7 @@ import torch
 _scripts = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(_scripts), _scripts]  # the repository root (basicsr_taylor) and scripts/ (benchmarking)
 import basicsr_taylor  # noqa: E402,F401  (also makes basicsr importable)
+from benchmarking.kernels import run_ops_suite  # noqa: E402
 from benchmarking.measure import environment  # noqa: E402
 from benchmarking.report import Records, fmt, plots, target_rows, write_tables  # noqa: E402
 from benchmarking.suites import run_model_suite, run_op_suite, run_scaling_suite, run_targets_suite  # noqa: E402
@@ -51,8 +56,8 @@ from benchmarking.suites import run_model_suite, run_op_suite, run_scaling_suite
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--suites', default='op,model,scaling,targets',
-                        help='comma-separated: op, model, scaling, targets')
+    parser.add_argument('--suites', default='op,model,scaling,ops,targets',
+                        help='comma-separated: op, model, scaling, ops, targets')
     parser.add_argument('--quick', action='store_true', help='tiny sizes (a smoke test, seconds)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
@@ -75,9 +80,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', default='docs/benchmarks/cpu', help='output folder')
     args = parser.parse_args(argv)
     suites = [s.strip() for s in args.suites.split(',') if s.strip()]
-    unknown = set(suites) - {'op', 'model', 'scaling', 'targets'}
+    unknown = set(suites) - {'op', 'model', 'scaling', 'ops', 'targets'}
     if unknown:
-        parser.error(f'--suites: unknown suite(s) {sorted(unknown)}; choose from op, model, scaling, targets')
+        parser.error(f'--suites: unknown suite(s) {sorted(unknown)}; choose from op, model, scaling, ops, targets')
     args.suites = suites
     if args.repeats < 1 or args.warmup < 0 or args.slow_repeats < 1:
         parser.error('--repeats and --slow-repeats must be >= 1 and --warmup >= 0')
@@ -130,7 +135,8 @@ def main(argv=None):
     env['memory_method'] = ('torch.cuda.max_memory_allocated' if device.type == 'cuda' else
                             'torch.profiler(profile_memory=True): peak of the running sum of allocation events')
     records = Records(env, device, args.out)
-    suites = dict(op=run_op_suite, model=run_model_suite, scaling=run_scaling_suite, targets=run_targets_suite)
+    suites = dict(op=run_op_suite, model=run_model_suite, scaling=run_scaling_suite, ops=run_ops_suite,
+                  targets=run_targets_suite)
     written = []
     for suite in args.suites:
         suites[suite](args, device, records)

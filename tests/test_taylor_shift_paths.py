@@ -14,32 +14,28 @@ import torch
 from basicsr_taylor import taylor_shift_attention
 from basicsr_taylor.ops.taylor_shift import FORMS
 from basicsr_taylor.archs.shifted_windows import shifted_region_ids
-from basicsr_taylor.ops.taylor_shift import blocks, efficient, taylor_feature_dim
+from basicsr_taylor.ops.taylor_shift import blocks, taylor_feature_dim
 from basicsr_taylor.ops.taylor_shift import regions as regions_module
-from basicsr_taylor.ops.taylor_shift.features import MonomialFeatures
-from basicsr_taylor.ops.taylor_shift.regions import RegionLayout
+from basicsr_taylor.ops.taylor_shift.features import QuadraticFeatures
+from basicsr_taylor.ops.taylor_shift.regions import sorted_region_chunks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(params=['token blocks', 'row blocks'])
+@pytest.fixture(params=['small chunks', 'row blocks'])
 def small_blocks(monkeypatch, request):
-    """Small blocks even for tiny inputs: region chunks of 2-4 tokens (a region spans several chunks) and either
-    blocks of part of a row (several token blocks per row) or of a few whole rows (several row blocks)."""
-    monkeypatch.setitem(blocks.BLOCK_BUDGET, 'cpu', 0.01 if request.param == 'token blocks' else 6.0)
-    monkeypatch.setattr(blocks, 'MIN_BLOCK_TOKENS', 4)
+    """Small blocks even for tiny inputs: region chunks of 2-4 tokens (a region spans several chunks, sorted
+    layouts pad), or a memory budget so small that every window (leading entry) is a block of its own."""
     monkeypatch.setattr(regions_module, 'MIN_CHUNK', 2)
     monkeypatch.setattr(regions_module, 'MAX_CHUNK', 4)
-    monkeypatch.setattr(regions_module, '_layout_cache', {})
+    if request.param == 'row blocks':
+        monkeypatch.setitem(blocks.BLOCK_BYTES, 'cpu', 1)
     return request.param
 
 
-def test_small_blocks_split_rows_and_tokens(small_blocks):
-    rows, length = blocks.block_plan(18, 36, 4, 5, 5, torch.device('cpu'), 8)
-    if small_blocks == 'token blocks':
-        assert rows == 1 and length < 36 and length % 4 == 0
-    else:
-        assert 1 < rows < 18 and length == 36
+def test_small_blocks_split_rows(small_blocks):
+    per_block = blocks.rows_per_block(18, 36, 5, 5, 8, torch.device('cpu'), backward=True)
+    assert per_block == (1 if small_blocks == 'row blocks' else 18)
 
 
 def shifted_window_ids(height, width, shift):
@@ -127,77 +123,70 @@ def test_efficient_form_under_no_grad_and_in_float32(small_blocks):
     torch.testing.assert_close(out_e, out_d, rtol=0, atol=1e-5)
 
 
-def test_region_layout_gives_every_token_a_slot_in_a_single_region_chunk():
+def test_sorted_regions_give_every_token_a_slot_in_a_single_region_chunk(monkeypatch):
+    monkeypatch.setattr(regions_module, 'MIN_CHUNK', 4)
+    monkeypatch.setattr(regions_module, 'MAX_CHUNK', 4)
     gen = torch.Generator().manual_seed(4)
-    regions = torch.randint(0, 5, (3, 1, 45), generator=gen) * 3
-    layout = RegionLayout(regions, (3, 2, 45), lambda granule: 4)
-    assert layout.chunk == 4 and layout.length % 4 == 0
-    slot = layout.slot.reshape(3, 45)
+    ids = torch.randint(0, 5, (3, 45), generator=gen) * 3
+    layout = sorted_region_chunks(ids)
+    chunk = layout.chunks.chunk
+    assert chunk == 4 and layout.source.shape[-1] % 4 == 0 and layout.chunks.num_chunks == layout.source.shape[-1] // 4
     for row in range(3):
-        assert slot[row].unique().numel() == 45  # a distinct slot per token
-        assert int(layout.key_weight.reshape(3, -1)[row].sum()) == 45  # padding weighs 0
-        ids = regions[row, 0]
-        chunk_of = slot[row] // 4
-        for chunk in chunk_of.unique():
-            members = ids[chunk_of == chunk]
+        slot = layout.slot[row]
+        assert slot.unique().numel() == 45  # a distinct slot per token
+        assert (layout.source[row, slot] == torch.arange(45)).all()  # source inverts slot
+        assert int(layout.key_weight[row].sum()) == 45  # padding weighs 0
+        chunk_of = slot // chunk
+        region_of_chunk = layout.chunks.chunk_regions[row]
+        for c in chunk_of.unique():
+            members = ids[row][chunk_of == c]
             assert (members == members[0]).all()  # one region per chunk
-        rank = {int(r): i for i, r in enumerate(ids.unique())}
-        region_of_chunk = layout.chunk_region.reshape(3, -1)[row]
-        for token in range(45):
-            assert int(region_of_chunk[chunk_of[token]]) == rank[int(ids[token])]
-    assert layout.num_regions == max(int(regions[r].unique().numel()) for r in range(3))
+        for a in range(45):  # two tokens share a region exactly when their chunks do
+            same = ids[row] == ids[row, a]
+            assert (same == (region_of_chunk[chunk_of] == region_of_chunk[chunk_of[a]])).all()
+
+
+def test_sorted_region_gather_and_scatter_are_inverse_with_gather_gradients():
+    gen = torch.Generator().manual_seed(6)
+    ids = torch.randint(0, 3, (2, 13), generator=gen)
+    layout = sorted_region_chunks(ids, chunk=4)
+    x = torch.randn(2, 13, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda t: layout.scatter(layout.gather(t) * 2), (x, ))
+    torch.testing.assert_close(layout.scatter(layout.gather(x)), x)
 
 
 def test_chunk_size_divides_equal_regions_when_it_can():
     choose_chunk = regions_module.choose_chunk
-    assert choose_chunk(2304, granule=576) == 576  # 48² window shifted by 24: 576-token regions, no padding
-    assert choose_chunk(576, granule=144) == 144  # 24² window shifted by 12
-    assert choose_chunk(2304, granule=2304) == 768  # the largest divisor up to MAX_CHUNK
-    assert choose_chunk(2304, granule=576, multiple=32) == 576  # the Triton kernels' token blocks divide it
-    assert choose_chunk(576, granule=144, multiple=32) == 32  # none divides: pad each region to 32s
-    assert choose_chunk(2304, granule=7) == choose_chunk(2304) == regions_module.MIN_CHUNK  # no divisor in range
-    assert choose_chunk(5, granule=1) == 5  # never more than N
+    assert choose_chunk(576, 2304) == 576  # 48² window shifted by 24: 576-token regions, no padding
+    assert choose_chunk(144, 576) == 144  # 24² window shifted by 12
+    assert choose_chunk(2304, 2304) == 768  # the largest divisor up to MAX_CHUNK
+    assert choose_chunk(7, 2304) == regions_module.MIN_CHUNK  # no divisor in range: pad to MIN_CHUNK
+    assert choose_chunk(1, 5) == 5  # never more than N
 
 
-def test_block_plan_fits_the_budget_and_takes_whole_rows_when_they_fit():
+def test_rows_per_block_fits_an_absolute_budget_and_takes_every_window_when_they_fit():
     cpu = torch.device('cpu')
-    rows, tokens = blocks.block_plan(24, 2304, 576, 30, 30, cpu, 4)  # the recipe's op: 4 windows x 6 heads
-    assert tokens % 576 == 0 and rows == 1
-    rows, tokens = blocks.block_plan(8, 2304, None, 30, 30, cpu, 4)
-    per_token = (taylor_feature_dim(30) + 31 * 32 + 60) * 4
-    assert rows * tokens * per_token <= blocks.BLOCK_BUDGET['cpu'] * 8 * 2304 * 30 * 4
-    assert blocks.block_plan(48, 576, None, 16, 16, cpu, 4)[1] == 576  # whole rows
-    assert blocks.block_plan(1, 10, None, 4, 4, cpu, 4) == (1, 10)
-
-
-def test_region_layout_is_cached_by_the_ids_values():
-    regions = shifted_window_ids(6, 6, 2).view(1, 1, 36).expand(2, 1, 36)
-    a = regions_module.region_layout(regions, (2, 3, 36))
-    assert regions_module.region_layout(regions.clone(), (2, 3, 36)) is a
-    assert regions_module.region_layout(regions.roll(1, -1), (2, 3, 36)) is not a
-    assert regions_module.region_layout(regions, (2, 4, 36)) is not a
+    per_token = blocks.temporaries_per_token(30, 30, backward=True) * 4
+    rows = blocks.rows_per_block(64, 6 * 2304, 30, 30, 4, cpu, backward=True)  # 64 windows x 6 heads of 48²
+    assert 1 <= rows < 64 and rows * 6 * 2304 * per_token <= blocks.BLOCK_BYTES['cpu']
+    assert blocks.rows_per_block(4, 2 * 2304, 30, 30, 4, cpu, backward=True) == 4  # the light net: one block
+    assert blocks.rows_per_block(3, 10**9, 30, 30, 4, cpu, backward=False) == 1  # at least one
+    assert blocks.row_blocks(5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
 
 
 @pytest.mark.parametrize('d', [1, 2, 7, 30])
-def test_monomial_features_reproduce_the_polynomial_and_their_gradient(d):
+def test_quadratic_features_reproduce_the_polynomial_and_their_gradient(d):
     gen = torch.Generator().manual_seed(d)
-    psi = MonomialFeatures(d, torch.device('cpu'))
+    psi = QuadraticFeatures(d, torch.device('cpu'))
     x, y = (torch.randn(3, d, 11, generator=gen, dtype=torch.float64) for _ in range(2))  # tokens last
-    fx = psi(x, x.new_empty(3, psi.width, 11))
-    fy = psi(y, y.new_empty(3, psi.width, 11))
+    fx, fy = psi(x), psi(y)
+    assert fx.shape == (3, taylor_feature_dim(d), 11)
     s = (x * y).sum(-2)
-    weighted = (fx * psi.weight[:, None] * fy).sum(-2)  # ψ(x)ᵀ C ψ(y)
-    torch.testing.assert_close(weighted, 1 + s + s * s / 2, rtol=0, atol=1e-12)
-    # vjp: [g; g⊠x] W(S) equals autograd's dL/dx for dL/dψ(x) = S g
-    stats = torch.randn(3, psi.width, 5, generator=gen, dtype=torch.float64)
-    g = torch.randn(3, 5, 11, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close((fx * fy).sum(-2), 1 + s + s * s / 2, rtol=0, atol=1e-12)  # ψ(x)·ψ(y) = p(x·y)
     x_var = x.clone().requires_grad_()
-    first, second = psi.index_ab // d, psi.index_ab % d  # feature f = x_first x_second
-    features = torch.cat([torch.ones_like(x_var[:, :1]), x_var, x_var[:, first] * x_var[:, second]], dim=1)
-    torch.testing.assert_close(features, fx, rtol=0, atol=0)
-    (expected, ) = torch.autograd.grad(features, x_var, stats @ g)
-    inputs = efficient._vjp_inputs(g, x, x.new_empty(3, 5 * (1 + d), 11))
-    torch.testing.assert_close(psi.vjp_weights(stats).transpose(-2, -1) @ inputs, expected, rtol=0, atol=1e-11)
+    grad = torch.randn(fx.shape, generator=gen, dtype=torch.float64)
+    (expected, ) = torch.autograd.grad(psi(x_var), x_var, grad)
+    torch.testing.assert_close(psi.vjp(x, grad), expected, rtol=0, atol=1e-12)
 
 
 def cpu_peak_bytes(fn):
@@ -215,40 +204,66 @@ def cpu_peak_bytes(fn):
 
 @pytest.mark.parametrize('num_tokens', [1024, 2304])
 def test_efficient_form_memory_stays_linear_in_tokens(num_tokens):
-    """Forward + backward at N = 1024 and 2304 (a 32² and a 48² window): within 2x SDPA's peak, with and without
-    regions, never N² or N·d²; the peak grows like N, the direct form's like N²."""
+    """Forward + backward at N/2 and N (N = 1024, 2304: a 32² and a 48² window): the efficient form's peak grows
+    like N, with and without regions, the direct form's like N²; at a 48² window it is under half one N×N matrix."""
     peaks = {n: efficient_and_direct_peaks(n) for n in (num_tokens // 2, num_tokens)}
     (plain_half, regions_half, direct_half), (plain, regions, direct) = peaks[num_tokens // 2], peaks[num_tokens]
     assert plain < 2.5 * plain_half and regions < 2.5 * regions_half  # linear: 2x the tokens, about 2x the memory
     assert direct > 3.5 * direct_half  # quadratic
+    if num_tokens == 2304:
+        square = 2 * 2 * num_tokens**2 * 4
+        assert plain < square / 2 and regions < square / 2
+
+
+def shifted_window_layout(n):
+    """(ids (1, 1, n), RegionChunks) of one window of n tokens shifted by half its side (its last-row-and-column
+    window: 4 regions)."""
+    side = int(n**0.5) if int(n**0.5)**2 == n else 32
+    height, width = side, n // side
+    ids = shifted_window_ids(height, width, height // 2).view(1, 1, n)
+    from basicsr_taylor.archs.shifted_windows import shifted_window_chunks
+    chunks = shifted_window_chunks(height, width, height, height // 2, torch.device('cpu')) \
+        if height == width else None
+    return ids, chunks
 
 
 def efficient_and_direct_peaks(n):
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(2, 2, n, 16, generator=gen).requires_grad_() for _ in range(3))
     grad = torch.randn(2, 2, n, 16, generator=gen)
-    height = 32 if n % 32 == 0 else 24  # a window of n tokens, shifted by half its height
-    regions = shifted_window_ids(height, n // height, height // 2).view(1, 1, n).expand(2, 1, n)
+    regions = shifted_window_layout(n)[0].expand(2, 1, n)
 
     def step(form, reg):
         for t in (q, k, v):
             t.grad = None
-        if form == 'sdpa':
-            torch.nn.functional.scaled_dot_product_attention(q, k, v).backward(grad)
-        else:
-            taylor_shift_attention(q, k, v, regions=reg, form=form).backward(grad)
+        taylor_shift_attention(q, k, v, regions=reg, form=form).backward(grad)
 
-    one = q.numel() * 4  # bytes of one (B, H, N, d) float32 tensor
     square = 2 * 2 * n * n * 4  # one N×N float32 matrix per window and head
-    features = 2 * 2 * n * taylor_feature_dim(16) * 4  # ψ of every token
-    sdpa = cpu_peak_bytes(lambda: step('sdpa', None))
     plain = cpu_peak_bytes(lambda: step('efficient', None))
-    assert plain <= 2 * sdpa and plain < 16 * one and plain < square / 2 and plain < 2 * features
     with_regions = cpu_peak_bytes(lambda: step('efficient', regions))
-    assert with_regions <= 2 * sdpa
     direct = cpu_peak_bytes(lambda: step('direct', None))
     assert direct > square
     return plain, with_regions, direct
+
+
+def test_a_smaller_block_budget_lowers_the_peak_and_changes_nothing_else(monkeypatch):
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(8, 2, 576, 16, generator=gen).requires_grad_() for _ in range(3))
+    grad = torch.randn(8, 2, 576, 16, generator=gen)
+    results = {}
+    for budget in (blocks.BLOCK_BYTES['cpu'], 1):  # every window in one block, then one window per block
+        monkeypatch.setitem(blocks.BLOCK_BYTES, 'cpu', budget)
+        for t in (q, k, v):
+            t.grad = None
+
+        def step():
+            taylor_shift_attention(q, k, v, form='efficient').backward(grad)
+        peak = cpu_peak_bytes(step)
+        results[budget] = peak, taylor_shift_attention(q, k, v, form='efficient').detach(), q.grad.clone()
+    (big, out_big, grad_big), (small, out_small, grad_small) = results.values()
+    assert small < big / 2
+    torch.testing.assert_close(out_small, out_big)
+    torch.testing.assert_close(grad_small, grad_big)
 
 
 TRITON_CHECK = r"""

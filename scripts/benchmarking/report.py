@@ -65,6 +65,13 @@ def target_rows(records, device):
         if mode == 'train':
             rows.append((f'{case} {mode}: {taylor["method"]} peak memory / {swinir}', _ratio(taylor, base, 'peak_mb'),
                          1.2))
+    for r in records:  # launch counts (the CUDA block plan): TaylorSwinIR <= 2x SwinIR-w8
+        if r['suite'] == 'ops' and r['method'].startswith('Taylor') and r['note'].startswith('cuda'):
+            base = next((b for b in records if b['suite'] == 'ops' and not b['method'].startswith('Taylor') and
+                         (b['case'], b['mode']) == (r['case'], r['mode'])), None)
+            if base:
+                rows.append((f'ops {r["case"]} {r["mode"]}: {r["method"]} kernels / {base["method"]}',
+                             r['kernels'] / base['kernels'], 2.0))
     op_t = _lookup(records, suite='targets', case='op', method='taylor_efficient', mode='forward+backward')
     op_s = _lookup(records, suite='targets', case='op', method='sdpa', mode='forward+backward')
     if op_t:
@@ -117,6 +124,8 @@ def markdown(records, env, device):
         lines += ['', f'## {suite}', '']
         if suite == 'op':
             lines += _op_table(rows)
+        elif suite == 'ops':
+            lines += _ops_table(rows)
         else:
             lines += ['| case | method | mode | time (s) | peak (MB) | status | note |',
                       '| --- | --- | --- | --- | --- | --- | --- |']
@@ -124,6 +133,24 @@ def markdown(records, env, device):
                 lines.append(f'| {r["case"]} | {r["method"]} | {r["mode"]} | {fmt(r["time_s"])} | '
                              f'{fmt(r["peak_mb"])} | {r["status"]} | {r.get("note") or ""} |')
     return '\n'.join(lines) + '\n'
+
+
+def _ops_table(rows):
+    """Kernels per call: TaylorSwinIR (each block plan) against SwinIR at the same case and mode."""
+    lines = ['Kernels launched per call (leaf aten ops that launch a kernel, counted on the CPU; '
+             'scripts/benchmarking/kernels.py lists the ops left out).', '',
+             '| case | mode | baseline | kernels | TaylorSwinIR | block plan | kernels | ratio |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- |']
+    for r in rows:
+        if not r['method'].startswith('Taylor'):
+            continue
+        base = next((b for b in rows if not b['method'].startswith('Taylor') and (b['case'], b['mode']) ==
+                     (r['case'], r['mode'])), None)
+        ratio = None if base is None else r['kernels'] / base['kernels']
+        lines.append(f'| {r["case"]} | {r["mode"]} | {base["method"] if base else "-"} | '
+                     f'{base["kernels"] if base else "-"} | {r["method"]} | {r["note"]} | {r["kernels"]} | '
+                     f'{fmt(ratio)} |')
+    return lines
 
 
 def _op_table(rows):

@@ -1,11 +1,29 @@
-"""How many rows (windows) the efficient form computes at once: all of them, unless their temporaries exceed an
-absolute memory budget. The op count of one attention call is constant until then and grows by one set of batched
-ops per block after; the budget bounds the extra memory whatever the input size.
+"""How many chunk rows the efficient form computes at once: as many as fit an absolute budget of temporary bytes.
+
+On CUDA the budget (1 GiB) holds every window of a training batch, so one attention call is a fixed handful of
+batched kernels whatever the number of windows and tokens (the launch count is what costs time there); blocks
+start only where memory requires them. On the CPU, where an op costs microseconds to start but memory traffic
+costs time, the budget (4 MiB) keeps a block's features in the cache: 3-4x faster than one block of every window
+(docs/benchmarks.md). ``BASICSR_TAYLOR_CPU_BLOCK_MB`` sets the CPU budget (e.g. 1024 runs the CUDA plan on the CPU).
 """
+import contextlib
+import os
+
 from .features import taylor_feature_dim
 
 # bytes of temporaries per block (ψ(q), ψ(k), their gradients, the d×d feature-gradient grid, ...)
-BLOCK_BYTES = {'cpu': 512 * 2**20, 'cuda': 1024 * 2**20}
+BLOCK_BYTES = {'cpu': int(float(os.environ.get('BASICSR_TAYLOR_CPU_BLOCK_MB', 4)) * 2**20), 'cuda': 1024 * 2**20}
+
+
+@contextlib.contextmanager
+def budget(device_type, num_bytes):
+    """Within the block, the efficient form's block budget on ``device_type`` is ``num_bytes``."""
+    previous = BLOCK_BYTES.get(device_type)
+    BLOCK_BYTES[device_type] = num_bytes
+    try:
+        yield
+    finally:
+        BLOCK_BYTES[device_type] = previous
 
 
 def temporaries_per_token(head_dim, value_dim, backward):
@@ -17,11 +35,11 @@ def temporaries_per_token(head_dim, value_dim, backward):
 
 
 def rows_per_block(rows, tokens_per_row, head_dim, value_dim, itemsize, device, backward):
-    """Leading-dim entries (windows) per block so that a block's temporaries stay within BLOCK_BYTES[device]
+    """Chunk rows per block so that a block's temporaries stay within BLOCK_BYTES[device]
     (at least one; ``tokens_per_row`` counts every head of a window)."""
-    budget = BLOCK_BYTES.get(device.type, BLOCK_BYTES['cuda'])
+    limit = BLOCK_BYTES.get(device.type, BLOCK_BYTES["cuda"])
     per_row = max(1, tokens_per_row * temporaries_per_token(head_dim, value_dim, backward) * itemsize)
-    return max(1, min(rows, budget // per_row))
+    return max(1, min(rows, limit // per_row))
 
 
 def row_blocks(rows, per_block):

@@ -41,10 +41,10 @@ def _attention(q, k, v, temperature, chunks, scale, key_weight):
 
 
 def _unit(x, num_chunks):
-    """(x̂, |x|) per chunk, tokens last: x (B, ..., N, d) -> (B, ..., C, d, c), (B, ..., C, 1, c)."""
+    """(x̂, |x|) per chunk row, tokens last: x (B, ..., N, d) -> (R, d, c), (R, 1, c), R = B·...·C rows of one chunk."""
     x = x.unflatten(-2, (num_chunks, -1)).transpose(-2, -1)
     norm = torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min(NORM_EPS)  # |x| (eps as F.normalize)
-    return x / norm, norm
+    return (x / norm).flatten(0, -3), norm.flatten(0, -3)
 
 
 def value_factor(v):
@@ -54,76 +54,73 @@ def value_factor(v):
 
 
 def _values(v, num_chunks, scale, key_weight):
-    """v' = f [1/s, v] per chunk (B, ..., C, c, e); rows weighted by the key weights (0 for padding) if given."""
+    """v' = f [1/s, v] per chunk row (R, c, e); weighted by the key weights (0 for padding) if given."""
     factor = value_factor(v)
     ones = torch.full_like(v[..., :1], factor / scale)
     values = torch.cat([ones, v if factor == 1 else v * factor], dim=-1)
     if key_weight is not None:
         values = values * key_weight[..., None].to(values.dtype)
-    return values.unflatten(-2, (num_chunks, -1))
+    return values.unflatten(-2, (num_chunks, -1)).flatten(0, -3)
 
 
-def _tau(temperature, like):
-    """τ shaped to multiply (B, ..., C, d, c) tensors, or None."""
-    return None if temperature is None else temperature.to(like.dtype).unsqueeze(-3)
+class _Rows:
+    """One call's chunk rows: the batch dims (B, ...), C chunks per row of the batch, the same-region matrix M
+    (or None) and the blocks of chunk rows (all of them unless they exceed the memory budget)."""
 
+    def __init__(self, batch, chunks, num_tokens, head_dim, value_dim, like, backward):
+        self.batch, self.num_chunks = tuple(batch), 1 if chunks is None else chunks.num_chunks
+        self.count = math.prod(self.batch) * self.num_chunks
+        self.same = None if chunks is None else chunks.same_region(self.batch[0], like.dtype, len(self.batch) + 2)
+        per_block = rows_per_block(self.count, num_tokens // self.num_chunks, head_dim, value_dim,
+                                   like.element_size(), like.device, backward)
+        self.blocks = row_blocks(self.count, per_block)
 
-def _region_sum(same, stats):
-    """S_r(c) = Σ_{c'} M[c, c'] S_c' (B, ..., C, D, e); unchanged without regions."""
-    return stats if same is None else (same @ stats.flatten(-2)).view(stats.shape)
+    def map(self, fn):
+        """fn(rows) over the blocks, concatenated along the chunk rows."""
+        parts = [fn(rows) for rows in self.blocks]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def region_sum(self, stats):
+        """S_r(c) = Σ_{c'} M[c, c'] S_c' for (R, D, e) statistics; unchanged without regions (M = Mᵀ)."""
+        if self.same is None:
+            return stats
+        return (self.same @ stats.view(self.batch + (self.num_chunks, -1))).view(stats.shape)
 
-def _same(chunks, like):
-    return None if chunks is None else chunks.same_region(like.shape[0], like.dtype, like.dim() - 1)
+    def scaled(self, unit, temperature):
+        """τ x̂ (R, d, c): τ broadcasts to batch + (1, 1)."""
+        if temperature is None:
+            return unit
+        chunked = unit.view(self.batch + (self.num_chunks, ) + unit.shape[-2:])
+        return (chunked * temperature.to(unit.dtype).unsqueeze(-3)).flatten(0, -3)
 
-
-def _blocks(q, value_dim, backward):
-    rows, num_tokens = q.shape[0], math.prod(q.shape[1:-1])
-    per_block = rows_per_block(rows, num_tokens, q.shape[-1], value_dim, q.element_size(), q.device, backward)
-    return row_blocks(rows, per_block)
+    def tokens_first(self, x):
+        """(R, f, c) chunk rows -> (B, ..., N, f)."""
+        return x.transpose(-2, -1).reshape(self.batch + (-1, x.shape[-2]))
 
 
 def _forward(q, k, v, temperature, chunks, key_weight, scale, keep):
     """(out, saved) with saved = (q̂, |q|, k̂, |k|, v', 1/y'[0], S_r) if keep else None."""
-    num_chunks = 1 if chunks is None else chunks.num_chunks
-    q_unit, q_norm = _unit(q, num_chunks)
-    k_unit, k_norm = _unit(k, num_chunks)
-    tau = _tau(temperature, q_unit)
-    x_q = q_unit if tau is None else q_unit * tau  # τ q̂
-    values = _values(v, num_chunks, scale, key_weight)
-    same = _same(chunks, values)
+    rows = _Rows(q.shape[:-2], chunks, q.shape[-2], q.shape[-1], v.shape[-1], q, backward=False)
+    q_unit, q_norm = _unit(q, rows.num_chunks)
+    k_unit, k_norm = _unit(k, rows.num_chunks)
+    values = _values(v, rows.num_chunks, scale, key_weight)
     psi = feature_map(q.shape[-1], q.device)
-    outs, inv_dens, all_stats = [], [], []
-    for rows in _blocks(q, v.shape[-1], backward=False):
-        stats = psi(k_unit[rows]) @ values[rows]  # S_c = Σ_j ψ(k̂_j) v'_jᵀ  (b, ..., C, D, e)
-        stats = _region_sum(None if same is None else same[rows], stats)
-        y_ext = psi(x_q[rows]).transpose(-2, -1) @ stats  # y'_i = S_r(i)ᵀ ψ(τ q̂_i)  (b, ..., C, c, e)
-        if y_ext.dtype in (torch.float16, torch.bfloat16):  # the division in float32
-            y_ext = y_ext.float()
-        if keep:
-            inv_den = y_ext[..., :1].reciprocal()
-            outs.append((y_ext[..., 1:] * inv_den).to(v.dtype))  # y = y'[1:] / y'[0]  (= s Σ w v / Σ w)
-            inv_dens.append(inv_den)
-            all_stats.append(stats)
-        else:
-            outs.append((y_ext[..., 1:] / y_ext[..., :1]).to(v.dtype))
-    out = _cat(outs).flatten(-3, -2)  # (B, ..., N, dv)
-    saved = (q_unit, q_norm, k_unit, k_norm, values, _cat(inv_dens), _cat(all_stats)) if keep else None
-    return out, saved
-
-
-def _cat(parts):
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    stats = rows.region_sum(rows.map(lambda r: psi(k_unit[r]) @ values[r]))  # S_c = Σ_j ψ(k̂_j) v'_jᵀ (R, D, e)
+    x_q = rows.scaled(q_unit, temperature)  # τ q̂
+    y_ext = rows.map(lambda r: psi(x_q[r]).transpose(-2, -1) @ stats[r])  # y'_i = S_r(i)ᵀ ψ(τ q̂_i)  (R, c, e)
+    y_ext = y_ext.view(rows.batch + (-1, y_ext.shape[-1]))  # (B, ..., N, e)
+    if y_ext.dtype in (torch.float16, torch.bfloat16):  # the division in float32
+        y_ext = y_ext.float()
+    if not keep:
+        return (y_ext[..., 1:] / y_ext[..., :1]).to(v.dtype), None
+    inv_den = y_ext[..., :1].reciprocal()
+    out = (y_ext[..., 1:] * inv_den).to(v.dtype)  # y = y'[1:] / y'[0]  (= s Σ w v / Σ w)
+    return out, (q_unit, q_norm, k_unit, k_norm, values, inv_den, stats)
 
 
 def _unit_vjp(unit, norm, grad_unit):
     """dL/dx for x̂ = x / |x| given dL/dx̂, over dim -2: (g - x̂ (x̂·g)) / |x|."""
     return (grad_unit - unit * (unit * grad_unit).sum(-2, keepdim=True)) / norm
-
-
-def _tokens_first(x):
-    """(B, ..., C, d, c) -> (B, ..., N, d)."""
-    return x.transpose(-2, -1).flatten(-3, -2)
 
 
 class TaylorShiftEfficient(torch.autograd.Function):
@@ -144,42 +141,33 @@ class TaylorShiftEfficient(torch.autograd.Function):
                                "form='direct' for higher-order gradients")
         out, temperature, key_weight, q_unit, q_norm, k_unit, k_norm, values, inv_den, stats = ctx.saved_tensors
         need_q, need_k, need_v, need_tau = ctx.needs_input_grad[:4]
-        num_chunks = q_unit.shape[-3]
-        tau = _tau(temperature, q_unit)
-        x_q = q_unit if tau is None else q_unit * tau
-        g = grad_out.unflatten(-2, (num_chunks, -1))  # (B, ..., C, c, dv)
-        y = out.unflatten(-2, (num_chunks, -1))
-        # dL/dy' = [-(g·y), g] / y'[0]  (1/y'[0] in float32)
-        dz = (torch.cat([-(g * y).sum(-1, keepdim=True), g], dim=-1) * inv_den).to(values.dtype)
-        same = _same(ctx.chunks, values)
-        psi = feature_map(q_unit.shape[-2], q_unit.device)
-        dx_q, dx_k, dv = [], [], []
-        for rows in _blocks(q_unit.transpose(-2, -1), values.shape[-1] - 1, backward=True):
-            grad_stats = psi(x_q[rows]) @ dz[rows]  # dS_r = Σ_i ψ(τ q̂_i) dz_iᵀ  (b, ..., C, D, e)
-            if need_q or need_tau:  # dψ(τ q̂_i) = S_r(i) dz_i
-                dx_q.append(psi.vjp(x_q[rows], stats[rows] @ dz[rows].transpose(-2, -1)))
-            if not (need_k or need_v):
-                continue
-            grad_stats = _region_sum(None if same is None else same[rows], grad_stats)  # dS_c = Mᵀ dS_r
-            if need_k:  # dψ(k̂_j) = dS_c v'_j
-                dx_k.append(psi.vjp(k_unit[rows], grad_stats @ values[rows].transpose(-2, -1)))
-            if need_v:  # dv'_j = dS_cᵀ ψ(k̂_j)
-                dv.append((psi(k_unit[rows]).transpose(-2, -1) @ grad_stats)[..., 1:])
+        head_dim, value_dim = q_unit.shape[-2], out.shape[-1]
+        rows = _Rows(out.shape[:-2], ctx.chunks, out.shape[-2], head_dim, value_dim, values, backward=True)
+        x_q = rows.scaled(q_unit, temperature)
+        # dL/dy' = [-(g·y), g] / y'[0]  (1/y'[0] in float32), as chunk rows (R, c, e)
+        dz = (torch.cat([-(grad_out * out).sum(-1, keepdim=True), grad_out], dim=-1) * inv_den).to(values.dtype)
+        dz = dz.view(values.shape)
+        psi = feature_map(head_dim, q_unit.device)
         grad_q = grad_k = grad_v = grad_tau = None
-        if need_q or need_tau:
-            grad_x = _cat(dx_q)  # dL/d(τ q̂)
+        if need_q or need_tau:  # dψ(τ q̂_i) = S_r(i) dz_i
+            grad_x = rows.map(lambda r: psi.vjp(x_q[r], stats[r] @ dz[r].transpose(-2, -1)))  # dL/d(τ q̂)
             if need_tau:  # dτ = Σ dL/d(τ q̂) · q̂
-                grad_tau = (grad_x * q_unit).sum((-3, -2, -1)).view(q_unit.shape[:-3] + (1, 1))
-                grad_tau = grad_tau.sum_to_size(temperature.shape)
+                per_row = (grad_x * q_unit).view(rows.batch + (-1, )).sum(-1)
+                grad_tau = per_row.view(rows.batch + (1, 1)).sum_to_size(temperature.shape)
             if need_q:
-                grad_q = _tokens_first(_unit_vjp(q_unit, q_norm, grad_x if tau is None else grad_x * tau))
-        if need_k:
-            grad_k = _tokens_first(_unit_vjp(k_unit, k_norm, _cat(dx_k)))
-        if need_v:
-            grad_v = _cat(dv).flatten(-3, -2)
-            factor = value_factor(grad_v)  # v' = f [1/s, v]
-            if factor != 1:
-                grad_v = grad_v * factor
-            if key_weight is not None:
-                grad_v = grad_v * key_weight[..., None].to(grad_v.dtype)
+                grad_unit = grad_x if temperature is None else rows.scaled(grad_x, temperature)
+                grad_q = rows.tokens_first(_unit_vjp(q_unit, q_norm, grad_unit))
+        if need_k or need_v:  # dS_c = Mᵀ dS_r,  dS_r = Σ_i ψ(τ q̂_i) dz_iᵀ
+            grad_stats = rows.region_sum(rows.map(lambda r: psi(x_q[r]) @ dz[r]))
+            if need_k:  # dψ(k̂_j) = dS_c v'_j
+                grad_k_unit = rows.map(lambda r: psi.vjp(k_unit[r], grad_stats[r] @ values[r].transpose(-2, -1)))
+                grad_k = rows.tokens_first(_unit_vjp(k_unit, k_norm, grad_k_unit))
+            if need_v:  # dv'_j = dS_cᵀ ψ(k̂_j);  v' = f [1/s, w v]
+                grad_values = rows.map(lambda r: psi(k_unit[r]).transpose(-2, -1) @ grad_stats[r])
+                grad_v = grad_values.view(rows.batch + (-1, grad_values.shape[-1]))[..., 1:]
+                factor = value_factor(grad_v)
+                if factor != 1:
+                    grad_v = grad_v * factor
+                if key_weight is not None:
+                    grad_v = grad_v * key_weight[..., None].to(grad_v.dtype)
         return grad_q, grad_k, grad_v, grad_tau, None, None, None

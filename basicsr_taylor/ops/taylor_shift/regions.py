@@ -11,6 +11,9 @@ import math
 
 import torch
 
+MIN_CHUNK = 8  # sorted layouts: chunks of a divisor of the region sizes' gcd in [MIN_CHUNK, MAX_CHUNK]
+MAX_CHUNK = 1024
+
 
 class RegionChunks:
     """Tokens of each of W windows in C chunks of ``chunk`` tokens (chunk-major: chunk j holds tokens
@@ -98,11 +101,11 @@ class _Permute(torch.autograd.Function):
         return grad_x, None, None, None
 
 
-def choose_chunk(granule, num_tokens, min_chunk=8, max_chunk=1024):
-    """Tokens per chunk: the largest divisor of ``granule`` (the gcd of the region sizes) in [min_chunk,
-    max_chunk] (no padding at all), else min(min_chunk, N)."""
-    fits = [c for c in range(min_chunk, min(granule, max_chunk) + 1) if granule % c == 0]
-    return fits[-1] if fits else max(1, min(min_chunk, num_tokens))
+def choose_chunk(granule, num_tokens):
+    """Tokens per chunk: the largest divisor of ``granule`` (the gcd of the region sizes) in [MIN_CHUNK,
+    MAX_CHUNK] (no padding at all), else min(MIN_CHUNK, N)."""
+    fits = [c for c in range(MIN_CHUNK, min(granule, MAX_CHUNK) + 1) if granule % c == 0]
+    return fits[-1] if fits else max(1, min(MIN_CHUNK, num_tokens))
 
 
 def sorted_region_chunks(regions, chunk=None):
