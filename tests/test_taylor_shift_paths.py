@@ -164,14 +164,17 @@ def test_chunk_size_divides_equal_regions_when_it_can():
     assert choose_chunk(1, 5) == 5  # never more than N
 
 
-def test_rows_per_block_fits_an_absolute_budget_and_takes_every_window_when_they_fit():
-    cpu = torch.device('cpu')
+def test_rows_per_block_fits_an_absolute_budget_and_takes_every_row_when_they_fit():
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
     per_token = blocks.temporaries_per_token(30, 30, backward=True) * 4
-    rows = blocks.rows_per_block(64, 6 * 2304, 30, 30, 4, cpu, backward=True)  # 64 windows x 6 heads of 48²
-    assert 1 <= rows < 64 and rows * 6 * 2304 * per_token <= blocks.BLOCK_BYTES['cpu']
-    assert blocks.rows_per_block(4, 2 * 2304, 30, 30, 4, cpu, backward=True) == 4  # the light net: one block
-    assert blocks.rows_per_block(3, 10**9, 30, 30, 4, cpu, backward=False) == 1  # at least one
+    rows = blocks.rows_per_block(64 * 6 * 4, 576, 30, 30, 4, cuda, backward=True)  # 64 windows x 6 heads x 4 chunks
+    assert 1 <= rows < 64 * 6 * 4 and rows * 576 * per_token <= blocks.BLOCK_BYTES['cuda']
+    assert blocks.rows_per_block(4 * 2 * 4, 576, 30, 30, 4, cuda, backward=True) == 32  # the light net: one block
+    assert blocks.rows_per_block(32, 576, 30, 30, 4, cpu, backward=False) < 32  # the CPU: cache-sized blocks
+    assert blocks.rows_per_block(3, 10**9, 30, 30, 4, cuda, backward=False) == 1  # at least one
     assert blocks.row_blocks(5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    with blocks.budget('cpu', blocks.BLOCK_BYTES['cuda']):
+        assert blocks.rows_per_block(32, 576, 30, 30, 4, cpu, backward=True) == 32
 
 
 @pytest.mark.parametrize('d', [1, 2, 7, 30])
@@ -251,7 +254,7 @@ def test_a_smaller_block_budget_lowers_the_peak_and_changes_nothing_else(monkeyp
     q, k, v = (torch.randn(8, 2, 576, 16, generator=gen).requires_grad_() for _ in range(3))
     grad = torch.randn(8, 2, 576, 16, generator=gen)
     results = {}
-    for budget in (blocks.BLOCK_BYTES['cpu'], 1):  # every window in one block, then one window per block
+    for budget in (blocks.BLOCK_BYTES['cuda'], 1):  # every chunk row in one block (CUDA's plan), then one per block
         monkeypatch.setitem(blocks.BLOCK_BYTES, 'cpu', budget)
         for t in (q, k, v):
             t.grad = None
