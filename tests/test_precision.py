@@ -180,3 +180,29 @@ def test_fp16_without_a_cpu_grad_scaler_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match=r'train:precision: fp16 on cpu needs torch.amp.GradScaler \(torch >= 2.3'):
         precision.check_options({'is_train': True, 'num_gpu': 0, 'train': {'precision': 'fp16'}})
     precision.check_options({'is_train': True, 'num_gpu': 0, 'train': {'precision': 'bf16'}})  # bf16 needs none
+
+
+def test_a_gan_model_with_two_optimizers_trains_in_fp16(tmp_path, one_thread):
+    """BasicSR's SRGANModel (generator and discriminator, three backward passes, two optimizer steps per iteration):
+    nothing model-specific in the mixin, as for RealESRNetModel/RealESRGANModel."""
+    opt = model_options(tmp_path, 'fp16', ema_decay=0)
+    opt['model_type'] = 'SRGANModel'
+    opt['network_d'] = dict(type='UNetDiscriminatorSN', num_in_ch=3, num_feat=8)
+    opt['train'].update(optim_d={'type': 'Adam', 'lr': 1e-3},
+                        gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.1})
+    model = build(opt)
+    assert [cls.__name__ for cls in type(model).__mro__[:3]] == ['SRGANModel', 'MixedPrecisionModel', 'SRGANModel']
+    seen = {'d': set()}
+    for module in model.net_d.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda module, inputs, output: seen['d'].add(output.dtype))
+    before_g, before_d = weights(model), copy.deepcopy(model.net_d.state_dict())
+    train(model, 2)
+    assert seen['d'] == {torch.float16}
+    assert all(math.isfinite(value) for value in model.log_dict.values()), model.log_dict
+    assert {'l_g_pix', 'l_g_gan', 'l_d_real', 'l_d_fake'} <= set(model.log_dict)
+    assert model.grad_scaler.state_dict()['_growth_tracker'] == 2  # one update per iteration, both steps taken
+    assert not torch.equal(before_g['conv_first.weight'], model.net_g.conv_first.weight)
+    after_d = model.net_d.state_dict()
+    assert any(not torch.equal(value, after_d[key]) for key, value in before_d.items())
+    assert {value.dtype for value in after_d.values() if value.is_floating_point()} == {torch.float32}

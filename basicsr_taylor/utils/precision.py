@@ -195,8 +195,12 @@ def _builds_mixed_precision_models(build_model):
         opt = deepcopy(opt)
         model = mixed_precision_class(MODEL_REGISTRY.get(opt['model_type']))(opt)
         names = {dtype: name for name, dtype in PRECISIONS.items()}
-        get_root_logger().info(f'Model [{model.__class__.__name__}] is created; precision: training '
-                               f'{names[train_dtype or torch.float32]}, validation {names[val_dtype or torch.float32]}.')
+        logger = get_root_logger()
+        logger.info(f'Model [{model.__class__.__name__}] is created; precision: training '
+                    f'{names[train_dtype or torch.float32]}, validation {names[val_dtype or torch.float32]}.')
+        if model.device.type == 'cpu':
+            logger.warning('train:precision / val:precision on the CPU: slower than fp32 unless the CPU has bf16/fp16 '
+                           'units (docs/training.md); meant for GPUs')
         return model
 
     build_with_precision.__wrapped__ = build_model
