@@ -196,8 +196,10 @@ def _builds_mixed_precision_models(build_model):
         model = mixed_precision_class(MODEL_REGISTRY.get(opt['model_type']))(opt)
         names = {dtype: name for name, dtype in PRECISIONS.items()}
         logger = get_root_logger()
-        logger.info(f'Model [{model.__class__.__name__}] is created; precision: training '
-                    f'{names[train_dtype or torch.float32]}, validation {names[val_dtype or torch.float32]}.')
+        phases = {'training': train_dtype} if opt.get('is_train') else {}
+        phases['validation'] = val_dtype
+        described = ', '.join(f'{phase} {names[dtype or torch.float32]}' for phase, dtype in phases.items())
+        logger.info(f'Model [{model.__class__.__name__}] is created; precision: {described}.')
         if model.device.type == 'cpu':
             logger.warning('train:precision / val:precision on the CPU: slower than fp32 unless the CPU has bf16/fp16 '
                            'units (docs/training.md); meant for GPUs')
