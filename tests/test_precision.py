@@ -206,3 +206,27 @@ def test_a_gan_model_with_two_optimizers_trains_in_fp16(tmp_path, one_thread):
     after_d = model.net_d.state_dict()
     assert any(not torch.equal(value, after_d[key]) for key, value in before_d.items())
     assert {value.dtype for value in after_d.values() if value.is_floating_point()} == {torch.float32}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('train_precision', ['bf16', 'fp16'])
+def test_cuda_trains_in_half_and_resumes(tmp_path, train_precision):
+    if train_precision == 'bf16' and not torch.cuda.is_bf16_supported():
+        pytest.skip('this GPU has no bfloat16')
+    opt = model_options(tmp_path, train_precision, val_precision=train_precision)
+    opt['num_gpu'] = 1
+    model = build(opt)
+    assert model.device.type == 'cuda'
+    seen = watch_linears(model)
+    train(model, 2)
+    assert seen['forward'] == {precision.PRECISIONS[train_precision]} and math.isfinite(model.log_dict['l_pix'])
+    assert {p.dtype for p in model.net_g.parameters()} == {torch.float32}
+    model.save_training_state(epoch=0, current_iter=2)
+    state = torch.load(tmp_path / '2.state', map_location='cuda', weights_only=False)
+    assert ('grad_scaler' in state) == (train_precision == 'fp16')
+    resumed = build(opt)
+    resumed.resume_training(state)
+    if train_precision == 'fp16':
+        assert resumed.grad_scaler.state_dict() == model.grad_scaler.state_dict()
+    model.test()
+    assert model.output.dtype == torch.float32 and torch.isfinite(model.output).all()
