@@ -8,7 +8,8 @@ Layout (imports run one way: commands -> archs -> ops -> utils; data beside ops)
     archs/              what an option file's ``type:`` names (every *_arch.py is imported and registered)
     ops/taylor_shift/   the attention op: public function, naive reference forms, efficient form, Triton kernels
     data/               training data: bicubic LR, sub-images, LMDBs, sample photos
-    utils/              compat fixes, registry, option checks, checkpoints, image I/O, tiling, atomic files
+    utils/              compat fixes, registry, option checks, checkpoints, image I/O, tiling, atomic files,
+                        mixed precision (train:precision, val:precision)
 """
 from .utils import compat
 

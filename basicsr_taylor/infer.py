@@ -26,9 +26,9 @@ from basicsr_taylor.utils.checkpoint import (CheckpointError, load_network, netw
                                              network_window_size)
 from basicsr_taylor.utils.image_io import (IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float,
                                            write_image)
+from basicsr_taylor.utils.precision import PRECISIONS  # the names of train:precision and val:precision too
 from basicsr_taylor.utils.tiling import check_tile_options, tile_grid, tiled_forward
 
-PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 ALPHA_UPSAMPLERS = ('bicubic', 'model')
 logger = logging.getLogger('basicsr_taylor.infer')
 

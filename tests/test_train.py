@@ -2,6 +2,7 @@
 checkpoints -> a run killed mid-way and continued with --auto_resume -> the test pipeline; 2-process gloo
 torchrun; resume-state loading; bad option files."""
 import glob
+import math
 import os
 import os.path as osp
 import re
@@ -157,6 +158,38 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     assert (images['ground truth'] == gt).all() and (images['TaylorSwinIR'] == sr).all()
 
 
+def test_mixed_precision_training_through_the_command(workdir):
+    """train:precision bf16 (validation too), then continued in fp16 from the bf16 state, which has no GradScaler
+    state (utils/precision.py; in-process tests: tests/test_precision.py)."""
+    root, name = workdir, 'amp_tiny'
+    opt = tiny_options(root, name, total_iter=2, checkpoint_every=2)
+    opt['train']['precision'] = 'bf16'
+    opt['val']['precision'] = 'bf16'
+    opt['train']['scheduler'] = dict(type='MultiStepLR', milestones=[100], gamma=0.5)  # total_iter can grow
+    opt_path = write_options(opt, str(root / 'amp.yml'))
+    done = subprocess.run(train_cmd(opt_path, as_module=True), cwd=root, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = read_logs(root, name)
+    assert 'Model [SRModel] is created; precision: training bf16, validation bf16.' in log
+    losses = [float(x) for x in re.findall(r'l_pix: ([-+.e\d]+)', log)]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert re.search(r'Validation SamplePhotosVal\s+# psnr: \d+\.\d+', log)
+    saved = torch.load(root / 'experiments' / name / 'models' / 'net_g_2.pth', weights_only=True)
+    assert {v.dtype for params in saved.values() for v in params.values() if v.is_floating_point()} == {torch.float32}
+    assert 'grad_scaler' not in torch.load(root / 'experiments' / name / 'training_states' / '2.state',
+                                           weights_only=False)
+
+    done = subprocess.run(train_cmd(opt_path, '--auto_resume', '--force_yml', 'train:precision=fp16',
+                                    'train:total_iter=4', as_module=True),
+                          cwd=root, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = read_logs(root, name)
+    assert 'Resuming training from epoch: 0, iter: 2.' in log and re.search(r'iter:\s+4, lr', log)
+    assert 'the training state has no GradScaler state (not trained in fp16): loss scaling starts afresh' in log
+    state = torch.load(root / 'experiments' / name / 'training_states' / '4.state', weights_only=False)
+    assert state['iter'] == 4 and state['grad_scaler']['scale'] > 0
+
+
 def test_resume_skips_an_unreadable_newest_state(tmp_path):
     opt = {'name': 'r', 'auto_resume': True, 'path': {'models': str(tmp_path / 'models')}, 'network_g': {}}
     state_dir = tmp_path / 'experiments' / 'r' / 'training_states'
@@ -241,6 +274,8 @@ def test_good_tiny_options_pass_the_checks(workdir):
      r'smallest is .*\.png \(48x48\) in .*train_HR_sub.lmdb: use gt_size <= 48'),
     ({'network_g:window_size': 0}, r'network_g \(TaylorSwinIR\): window_size must be a positive int, got 0'),
     ({'network_g:depths': [2, 2]}, r'network_g \(TaylorSwinIR\): depths and num_heads must have the same length'),
+    ({'train:precision': 'bf15'}, r"^train:precision: 'bf15' is not a precision; use one of fp32, fp16, bf16$"),
+    ({'val:precision': 'half'}, r"^val:precision: 'half' is not a precision; use one of fp32, fp16, bf16$"),
 ])
 def test_bad_options_name_the_problem(workdir, change, message):
     with pytest.raises(OptionError, match=message):

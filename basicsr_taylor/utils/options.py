@@ -14,8 +14,10 @@ import warnings
 import yaml
 from PIL import Image
 
-from . import compat
+from . import compat, precision
 from .image_io import list_images
+
+PLUGIN_OPTION_KEYS = precision.OPTION_KEYS  # keys the plugin reads beyond BasicSR's own ('train:precision', ...)
 
 
 class OptionError(ValueError):
@@ -128,6 +130,10 @@ def check_options(opt):
         raise OptionError('datasets:train is missing')
     for phase, dataset in opt['datasets'].items():
         check_dataset(phase, dataset, scale)
+    try:
+        precision.check_options(opt)
+    except ValueError as err:
+        raise OptionError(str(err)) from None
     check_network(network)
     pretrained = (opt.get('path') or {}).get('pretrain_network_g')
     if pretrained and not opt.get('auto_resume') and not osp.isfile(pretrained):
@@ -200,6 +206,7 @@ def run_basicsr_pipeline(kind, argv=None):
     """``basicsr.<kind>.<kind>_pipeline`` with root_path = the current directory, so experiments/, tb_logger/ and
     results/ go where the command runs (and where --auto_resume looks). ``argv`` defaults to sys.argv[1:]."""
     compat.install_training_fixes()
+    precision.install()  # train:precision / val:precision (autocast, GradScaler)
     argv = compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
     args = pipeline_parser(kind).parse_args(argv)  # --help, and usage errors before anything runs
     module = importlib.import_module(f'basicsr.{kind}')
