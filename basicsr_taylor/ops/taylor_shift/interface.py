@@ -53,9 +53,9 @@ def crossover_tokens(head_dim):
     return head_dim * head_dim + head_dim + 1
 
 
-# form="auto": the efficient form from N0 = a·d + b tokens on, measured (docs/benchmarks.md, "auto"): 1 thread,
-# the fastest of direct and efficient at d = 16 and 30, N = 64 ... 576, with and without gradients
-AUTO_THRESHOLDS = {('cpu', False): (10, 30), ('cpu', True): (7, 15)}
+# form="auto": the efficient form from N0 = max(a·d + b, 2d) tokens on, measured (docs/benchmarks.md, "auto"):
+# 1 thread, the faster of direct and efficient at d = 16 and 30, N = 64 ... 576, with and without gradients
+AUTO_THRESHOLDS = {('cpu', False): (22, -120), ('cpu', True): (18, -140)}
 
 
 def auto_threshold(device_type, head_dim, needs_grad):
@@ -65,7 +65,7 @@ def auto_threshold(device_type, head_dim, needs_grad):
     if slope_intercept is None:
         return crossover_tokens(head_dim)
     slope, intercept = slope_intercept
-    return slope * head_dim + intercept  # N0 = a·d + b
+    return max(slope * head_dim + intercept, 2 * head_dim)  # N0 = max(a·d + b, 2d)
 
 
 def auto_form(device_type, head_dim, num_tokens, needs_grad):
