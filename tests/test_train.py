@@ -111,7 +111,9 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     resumed = int(re.search(r'Resuming training from epoch: \d+, iter: (\d+)\.', log).group(1))
     assert resumed in saved and resumed >= max(saved) - 4
     assert re.search(r'iter:\s+60, lr', log)  # ran to the end
-    assert '@ 60 iter' in log and '@ 61 iter' not in log  # validated once at the end, not again at 61
+    resumed_log = log[log.index('Resuming training from'):]
+    # validated every 4 iterations up to 60, and not again after the last one ("Best: ... @ 60 iter" names the best)
+    assert resumed_log.count('Validation SamplePhotosVal') == (60 - resumed) // 4
     assert f'iter:{resumed + 1:8,d}, lr' in log
     assert re.search(r'Validation SamplePhotosVal\s+# psnr: \d+\.\d+.*\s+# ssim: 0\.\d+', log)
     models = root / 'experiments' / name / 'models'

@@ -8,6 +8,8 @@ import argparse
 import importlib
 import os
 import os.path as osp
+import random
+import re
 import sys
 import warnings
 
@@ -16,17 +18,13 @@ from PIL import Image
 
 from . import compat
 from .image_io import list_images
+from .option_keys import OptionError, _registered, check_keys
 
-
-class OptionError(ValueError):
-    """An option file that cannot work; the message names the key (``datasets:train:dataroot_gt``)."""
+__all__ = ['OptionError', 'check_options', 'parse_options', 'read_option_file', 'run_basicsr_pipeline']
 
 
 def _check_registered(registry, name, key):
-    if name is None:
-        raise OptionError(f'{key} is missing')
-    if name not in registry:
-        raise OptionError(f'{key}: unknown type {name!r}; registered: {", ".join(sorted(registry.keys()))}')
+    _registered(registry, name, key)
 
 
 def _image_sizes(root, io_backend, key, first_only=False):
@@ -112,6 +110,7 @@ def check_network(network):
 def check_options(opt):
     """Raise :class:`OptionError` for the first problem found in a parsed option dict (train or test)."""
     from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+    check_keys(opt)  # every key known, every required key there (utils/option_keys.py)
     _check_registered(MODEL_REGISTRY, opt.get('model_type'), 'model_type')
     network = opt.get('network_g')
     if not network:
@@ -158,19 +157,104 @@ def read_option_file(path):
     return opt
 
 
-def checked(parse_options):
-    """Wrap basicsr.utils.options.parse_options so that the parsed options are checked before use."""
+def _force_yml_value(text):
+    """A --force_yml value as YAML (safe loader: no Python objects); 'none' means None and 1e-4 is a number, as
+    in BasicSR's _postprocess_yml_value, which eval()-ed values starting with '['."""
+    if text.lower() == 'none':
+        return None
+    value = yaml.load(text, Loader=compat.SafeOrderedLoader)
+    if isinstance(value, str) and re.fullmatch(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+', value):
+        return float(value)
+    return value
 
-    def parse_and_check(root_path, is_train=True):
-        opt, args = parse_options(root_path, is_train=is_train)
+
+def apply_force_yml(opt, entries):
+    """Set each ``KEY:SUBKEY=VALUE`` of --force_yml in ``opt``; return {'key:path': entry}. The sections on the
+    way must exist; whether the last key is known is checked with the rest of the file (check_options)."""
+    forced = {}
+    for entry in entries or ():
+        keys, sep, text = entry.partition('=')
+        path = [key.strip() for key in keys.split(':')]
+        if not sep or not all(path):
+            raise OptionError(f'--force_yml {entry}: expected KEY:SUBKEY=VALUE, e.g. train:total_iter=1000')
+        try:
+            value = _force_yml_value(text.strip())
+        except yaml.YAMLError as err:
+            raise OptionError(f'--force_yml {entry}: {_yaml_error(err)}') from None
+        node = opt
+        for depth, key in enumerate(path[:-1]):
+            if not isinstance(node.get(key), dict):
+                raise OptionError(f'--force_yml {entry}: {":".join(path[:depth + 1])} is not a section of the option '
+                                  'file')
+            node = node[key]
+        node[path[-1]] = value
+        forced[':'.join(path)] = entry
+    return forced
+
+
+def parse_options(root_path, is_train=True):
+    """basicsr.utils.options.parse_options, with the option file read safely and checked before anything else
+    happens (distributed start, seeding, printing): --force_yml values are parsed as YAML (BasicSR built them into
+    an ``exec`` and ``eval``-ed lists) and applied before the seed is set."""
+    import basicsr.utils.options as basicsr_options
+    from basicsr.utils import set_random_seed
+    from basicsr.utils.dist_util import get_dist_info
+    args = pipeline_parser('train' if is_train else 'test').parse_args(
+        compat.accept_dashed_local_rank(sys.argv[1:]))
+    opt = read_option_file(args.opt)
+    try:
+        forced = apply_force_yml(opt, args.force_yml)
+        opt['auto_resume'], opt['is_train'] = args.auto_resume, is_train
         try:
             check_options(opt)
         except OptionError as err:
-            raise OptionError(f'{args.opt}: {err}') from None
-        return opt, args
-
-    parse_and_check.__wrapped__ = parse_options
-    return parse_and_check
+            if getattr(err, 'key', None) in forced:
+                raise OptionError(f'--force_yml {forced[err.key]}: {err}') from None
+            raise
+    except OptionError as err:
+        raise OptionError(f'{args.opt}: {err}') from None
+    # from here on as BasicSR's parse_options
+    if args.launcher == 'none':
+        opt['dist'] = False
+        print('Disable distributed.', flush=True)
+    else:
+        opt['dist'] = True
+        if args.launcher == 'slurm' and 'dist_params' in opt:
+            basicsr_options.init_dist(args.launcher, **opt['dist_params'])
+        else:
+            basicsr_options.init_dist(args.launcher)
+    opt['rank'], opt['world_size'] = get_dist_info()
+    if opt.get('manual_seed') is None:
+        opt['manual_seed'] = random.randint(1, 10000)
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+    if args.debug and not opt['name'].startswith('debug'):
+        opt['name'] = 'debug_' + opt['name']
+    if opt['num_gpu'] == 'auto':
+        import torch
+        opt['num_gpu'] = torch.cuda.device_count()
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+        if 'scale' in opt:
+            dataset['scale'] = opt['scale']
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if dataset.get(key) is not None:
+                dataset[key] = osp.expanduser(dataset[key])
+    for key, value in opt['path'].items():
+        if value is not None and ('resume_state' in key or 'pretrain_network' in key):
+            opt['path'][key] = osp.expanduser(value)
+    if is_train:
+        root = osp.join(root_path, 'experiments', opt['name'])
+        opt['path'].update(experiments_root=root, models=osp.join(root, 'models'), log=root,
+                           training_states=osp.join(root, 'training_states'), visualization=osp.join(root, 'visualization'))
+        if 'debug' in opt['name']:
+            if 'val' in opt:
+                opt['val']['val_freq'] = 8
+            opt['logger']['print_freq'] = 1
+            opt['logger']['save_checkpoint_freq'] = 8
+    else:
+        root = osp.join(root_path, 'results', opt['name'])
+        opt['path'].update(results_root=root, log=root, visualization=osp.join(root, 'visualization'))
+    return opt, args
 
 
 def pipeline_parser(kind):
@@ -203,11 +287,9 @@ def run_basicsr_pipeline(kind, argv=None):
     argv = compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
     args = pipeline_parser(kind).parse_args(argv)  # --help, and usage errors before anything runs
     module = importlib.import_module(f'basicsr.{kind}')
-    if not hasattr(module.parse_options, '__wrapped__'):  # check the option file before BasicSR uses it
-        module.parse_options = checked(module.parse_options)
+    module.parse_options = parse_options  # the option file read safely and checked before BasicSR uses it
     sys.argv = [sys.argv[0]] + argv
     try:
-        read_option_file(args.opt)
         getattr(module, f'{kind}_pipeline')(os.getcwd())
     except OptionError as err:
         raise SystemExit(f'basicsr-taylor-{kind}: error: {err}') from None
