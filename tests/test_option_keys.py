@@ -172,3 +172,19 @@ def test_unknown_or_missing_keys_stop_the_command_before_anything_is_written(tmp
             run_basicsr_pipeline(kind, ['-opt', path, *extra])
         assert str(exit_.value) == f'basicsr-taylor-{kind}: error: {path}: {message}'
     assert sorted(os.listdir(tmp_path)) == ['good.yml', 'missing.yml']
+
+
+def test_a_cosine_schedule_must_cover_total_iter():
+    """--force_yml train:total_iter=4000 alone ended in BasicSR's scheduler with a TypeError at iteration 2001."""
+    from basicsr_taylor.utils.options import check_schedule
+    opt = train_options()
+    check_schedule(opt)
+    apply_force_yml(opt, ['train:total_iter=20'])
+    with pytest.raises(OptionError, match=r'^train:scheduler:periods \[10\] end at iteration 10, before '
+                       r'train:total_iter=20: raise the periods too'):
+        check_schedule(opt)
+    apply_force_yml(opt, ['train:scheduler:periods=[10, 10]'])
+    with pytest.raises(OptionError, match=r'^train:scheduler: 2 periods but 1 restart_weights$'):
+        check_schedule(opt)
+    apply_force_yml(opt, ['train:scheduler:restart_weights=[1, 0.5]'])
+    check_schedule(opt)

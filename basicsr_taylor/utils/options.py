@@ -107,6 +107,21 @@ def check_network(network):
         raise OptionError(f'network_g ({network["type"]}): {" ".join(detail.split())}') from None
 
 
+def check_schedule(opt):
+    """BasicSR's CosineAnnealingRestartLR has no learning rate past the end of its periods (a TypeError at that
+    iteration) and asserts one restart weight per period."""
+    scheduler, train = (opt.get('train') or {}).get('scheduler') or {}, opt.get('train') or {}
+    if scheduler.get('type') != 'CosineAnnealingRestartLR' or not opt.get('is_train'):
+        return
+    periods, weights = list(scheduler.get('periods') or []), list(scheduler.get('restart_weights', [1]))
+    if len(weights) != len(periods):
+        raise OptionError(f'train:scheduler: {len(periods)} periods but {len(weights)} restart_weights')
+    if sum(periods) < train.get('total_iter', 0):
+        raise OptionError(f'train:scheduler:periods {periods} end at iteration {sum(periods)}, before '
+                          f'train:total_iter={train["total_iter"]}: raise the periods too (a new period '
+                          'restarts the cosine; restart_weights scales its peak)')
+
+
 def check_options(opt):
     """Raise :class:`OptionError` for the first problem found in a parsed option dict (train or test)."""
     from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
@@ -128,6 +143,7 @@ def check_options(opt):
     for phase, dataset in opt['datasets'].items():
         check_dataset(phase, dataset, scale)
     check_network(network)
+    check_schedule(opt)
     pretrained = (opt.get('path') or {}).get('pretrain_network_g')
     if pretrained and not opt.get('auto_resume') and not osp.isfile(pretrained):
         raise OptionError(f'path:pretrain_network_g: file not found: {pretrained}')
