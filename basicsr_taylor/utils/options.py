@@ -95,13 +95,14 @@ def check_dataset(phase, dataset, scale):
 
 def check_network(network):
     """Build ``network_g`` once (on the CPU, warnings left to the real build): a bad argument fails here, before
-    BasicSR archives the experiment folder. Not basicsr's build_network: its logger must not start yet."""
+    BasicSR archives the experiment folder; returns the network. Not basicsr's build_network: its logger must not
+    start yet."""
     from basicsr.utils.registry import ARCH_REGISTRY
     kwargs = {k: v for k, v in network.items() if k != 'type'}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            ARCH_REGISTRY.get(network['type'])(**kwargs)
+            return ARCH_REGISTRY.get(network['type'])(**kwargs)
     except Exception as err:  # noqa: BLE001  (ValueError/TypeError/assertions of any architecture)
         detail = str(err) if isinstance(err, ValueError) else f'{type(err).__name__}: {err}'
         raise OptionError(f'network_g ({network["type"]}): {" ".join(detail.split())}') from None
@@ -142,11 +143,19 @@ def check_options(opt):
         raise OptionError('datasets:train is missing')
     for phase, dataset in opt['datasets'].items():
         check_dataset(phase, dataset, scale)
-    check_network(network)
+    built = check_network(network)
     check_schedule(opt)
-    pretrained = (opt.get('path') or {}).get('pretrain_network_g')
-    if pretrained and not opt.get('auto_resume') and not osp.isfile(pretrained):
-        raise OptionError(f'path:pretrain_network_g: file not found: {pretrained}')
+    path = opt.get('path') or {}
+    pretrained = path.get('pretrain_network_g')
+    if pretrained and not opt.get('auto_resume'):
+        if not osp.isfile(pretrained):
+            raise OptionError(f'path:pretrain_network_g: file not found: {pretrained}')
+        if path.get('strict_load_g', True):  # BasicSR's strict load failed with a traceback of every key
+            from .checkpoint import CheckpointError, check_fits, load_state_dict
+            try:
+                check_fits(built, load_state_dict(pretrained)[0], pretrained, 'network_g')
+            except CheckpointError as err:
+                raise OptionError(f'path:pretrain_network_g: {err}') from None
 
 
 def _yaml_error(err):
