@@ -36,8 +36,13 @@ logger = logging.getLogger('basicsr_taylor.infer')
 def resolve_device(name):
     """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
     if name == 'auto':
+        if not torch.cuda.is_available():
+            logger.info('--device auto: no CUDA GPU here, running on the CPU')
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f'--device {name}: not a device (use auto, cpu, cuda or cuda:N)') from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f'--device {name}: CUDA is not available on this machine (use --device cpu or auto)')
     return device
@@ -48,6 +53,17 @@ def check_precision(precision, device):
         raise ValueError(f'--precision must be one of {tuple(PRECISIONS)}, got {precision!r}')
     if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise ValueError('--precision bf16: this GPU does not support bfloat16 (use fp16 or fp32)')
+    if precision != 'fp32' and device.type == 'cpu':
+        logger.warning('--precision %s on the CPU: half precision is emulated there and several times slower than '
+                       'fp32 (the issue-19 run measured 4-5x for fp16); use fp32 on CPUs', precision)
+
+
+def check_output(output, extension):
+    """Before any work: the output folder can be one, and cv2 can write the format."""
+    if osp.exists(output) and not osp.isdir(output):
+        raise ValueError(f'--output {output}: exists and is not a folder')
+    if extension != 'auto' and not cv2.haveImageWriter('x.' + extension.lstrip('.')):
+        raise ValueError(f'--ext {extension}: OpenCV cannot write this format (use auto, png, jpg, tif, bmp, webp)')
 
 
 class Upscaler:
@@ -146,7 +162,9 @@ def parse_args(argv=None):
                         help='tile side in input pixels, 0 = whole image (rounded down to a multiple of window_size; '
                         'a tile too small to keep the overlap is refused with the size to use)')
     parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in input pixels')
-    parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32')
+    parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32',
+                        help='fp32 (default), or fp16/bf16 under autocast with float32 attention sums; on GPUs: '
+                        'on a CPU half precision is slower')
     parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
     parser.add_argument('--suffix', default=None, help='added to output names (default: _x<scale>)')
     parser.add_argument('--ext', default='auto', help='output format: auto (same as input) | png | jpg | tif | ...')
@@ -160,6 +178,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s: %(message)s')
     logger.setLevel(logging.INFO)
     try:
+        check_output(args.output, args.ext)
         device = resolve_device(args.device)
         network, network_opt, opt_path = load_network(args.model, args.opt)
         scale = network_scale(network, network_opt)
