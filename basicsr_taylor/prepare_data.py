@@ -30,7 +30,8 @@ from basicsr_taylor.data import DataPreparationError, prepare, sub_dir_names  # 
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='basicsr-taylor-prepare', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--root', default='datasets/DIV2K', help='DIV2K folder (default: %(default)s)')
     parser.add_argument('--hr', help='HR image folder (default: ROOT/DIV2K_train_HR)')
     parser.add_argument('--lr', help='LR folder with {scale} (default: ROOT/DIV2K_train_LR_bicubic/X{scale}); '
@@ -62,7 +63,7 @@ def main(argv=None):
         outputs = prepare(args.hr, args.lr, args.out, tuple(args.scales), args.crop, args.step, args.align,
                           args.workers, args.overwrite, not args.no_lmdb)
     except DataPreparationError as err:
-        raise SystemExit(f'prepare_data: error: {err}') from None
+        raise SystemExit(f'basicsr-taylor-prepare: error: {err}') from None
     for name, (sub_dir, lmdb_path) in outputs.items():
         print(f'{"HR" if name == "hr" else f"LR x{name}"}: {sub_dir}' + ('' if args.no_lmdb else f', {lmdb_path}'))
 

@@ -227,7 +227,8 @@ def main(argv=None):
 
 def run(argv=None):
     """Run the quickstart; return the PSNR gain (dB) of the network over bicubic."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='basicsr-taylor-quickstart', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--root', default='.', help='working folder (default: current directory)')
     parser.add_argument('--iters', type=int, default=TOTAL_ITER, help='training iterations (default: %(default)s)')
     parser.add_argument('--threads', type=int, default=max(1, (os.cpu_count() or 2) // 2),
