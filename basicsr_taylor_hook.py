@@ -21,7 +21,8 @@ class FunctionalTensorFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader)
     def find_spec(self, fullname, path=None, target=None):
         if fullname != MODULE:
             return None
-        return importlib.machinery.ModuleSpec(fullname, self, origin='alias of torchvision.transforms._functional_tensor')
+        return importlib.machinery.ModuleSpec(fullname, self,
+                                              origin='alias of torchvision.transforms._functional_tensor')
 
     def create_module(self, spec):
         return None  # the default module object

@@ -13,16 +13,37 @@ import argparse
 import logging
 import sys
 
-import torch
+from basicsr_taylor.utils.cli import answer_help_early
 
-import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
-from basicsr_taylor.ops.taylor_shift import exportable
-from basicsr_taylor.utils.checkpoint import CheckpointError, load_network, network_in_channels, network_scale, \
-    network_window_size
-from basicsr_taylor.utils.files import atomic_path
+MIN_OPSET = 18  # torch.onnx's dynamo exporter writes opset 18 or later; its down-conversion fails on this model
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog='basicsr-taylor-export',
+                                     description='Export a BasicSR/TaylorSwinIR checkpoint to ONNX (dynamic H, W).')
+    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
+    parser.add_argument('--opt', default=None,
+                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
+    parser.add_argument('--onnx', required=True, help='output .onnx file')
+    parser.add_argument('--opset', type=int, default=None,
+                        help=f'ONNX opset, {MIN_OPSET} or later (default: the exporter\'s)')
+    parser.add_argument('--atol', type=float, default=1e-3,
+                        help='largest |onnxruntime - PyTorch| accepted by the check (default 1e-3)')
+    parser.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
+    return parser.parse_args(argv)
+
+
+answer_help_early('export', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import torch  # noqa: E402
+
+import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
+from basicsr_taylor.ops.taylor_shift import exportable  # noqa: E402
+from basicsr_taylor.utils.checkpoint import (  # noqa: E402
+    CheckpointError, load_network, network_in_channels, network_scale, network_window_size)
+from basicsr_taylor.utils.files import atomic_path  # noqa: E402
 
 logger = logging.getLogger('basicsr_taylor.export')
-MIN_OPSET = 18  # torch.onnx's dynamo exporter writes opset 18 or later; its down-conversion fails on this model
 
 
 def check_opset(opset):
@@ -79,21 +100,6 @@ def check_onnx(network, onnx_path, in_channels, sizes, seed=0):
             raise AssertionError(f'ONNX output shape {actual.shape} != PyTorch {expected.shape} at {height}x{width}')
         differences.append(float(np.abs(actual - expected).max()))
     return differences
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog='basicsr-taylor-export',
-                                     description='Export a BasicSR/TaylorSwinIR checkpoint to ONNX (dynamic H, W).')
-    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
-    parser.add_argument('--opt', default=None,
-                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
-    parser.add_argument('--onnx', required=True, help='output .onnx file')
-    parser.add_argument('--opset', type=int, default=None,
-                        help=f'ONNX opset, {MIN_OPSET} or later (default: the exporter\'s)')
-    parser.add_argument('--atol', type=float, default=1e-3,
-                        help='largest |onnxruntime - PyTorch| accepted by the check (default 1e-3)')
-    parser.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
-    return parser.parse_args(argv)
 
 
 def main(argv=None):

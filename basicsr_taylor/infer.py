@@ -14,22 +14,52 @@ import sys
 import time
 from os import path as osp
 
-import cv2
-import numpy as np
-import torch
-from tqdm import tqdm
+from basicsr_taylor.utils.cli import answer_help_early
 
-import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
-from basicsr.utils import img2tensor, tensor2img
-from basicsr_taylor.utils import image_io
-from basicsr_taylor.utils.checkpoint import (CheckpointError, load_network, network_in_channels, network_scale,
-                                             network_window_size)
-from basicsr_taylor.utils.image_io import (IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float,
-                                           write_image)
-from basicsr_taylor.utils.tiling import check_tile_options, tile_grid, tiled_forward
+PRECISION_NAMES = ('fp32', 'fp16', 'bf16')
+ALPHA_UPSAMPLERS = ('bicubic', 'model')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='basicsr-taylor-infer', description='Super-resolve images with a BasicSR/TaylorSwinIR checkpoint.')
+    parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
+    parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
+    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
+    parser.add_argument('--opt', default=None,
+                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
+    parser.add_argument('--tile', type=int, default=0,
+                        help='tile side in input pixels, 0 = whole image (rounded down to a multiple of window_size; '
+                        'a tile too small to keep the overlap is refused with the size to use)')
+    parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in input pixels')
+    parser.add_argument('--precision', choices=PRECISION_NAMES, default='fp32',
+                        help='fp32 (default); fp16 or bf16: autocast with float32 attention sums, for GPUs (on a '
+                        'CPU they are slower than fp32)')
+    parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
+    parser.add_argument('--suffix', default=None, help='added to output names (default: _x<scale>)')
+    parser.add_argument('--ext', default='auto', help='output format: auto (same as input) | png | jpg | tif | ...')
+    parser.add_argument('--alpha-upsampler', choices=ALPHA_UPSAMPLERS, default='bicubic',
+                        help='how to upscale an alpha channel: bicubic, or with the network as a gray image')
+    return parser.parse_args(argv)
+
+
+answer_help_early('infer', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
+from basicsr.utils import img2tensor, tensor2img  # noqa: E402
+from basicsr_taylor.utils import image_io  # noqa: E402
+from basicsr_taylor.utils.checkpoint import (  # noqa: E402
+    CheckpointError, load_network, network_in_channels, network_scale, network_window_size)
+from basicsr_taylor.utils.image_io import (  # noqa: E402
+    IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float, write_image)
+from basicsr_taylor.utils.tiling import check_tile_options, tile_grid, tiled_forward  # noqa: E402
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-ALPHA_UPSAMPLERS = ('bicubic', 'model')
 logger = logging.getLogger('basicsr_taylor.infer')
 
 
@@ -148,29 +178,6 @@ def output_path(image_path, output_dir, suffix, extension):
     stem, input_extension = osp.splitext(osp.basename(image_path))
     extension = input_extension if extension == 'auto' else '.' + extension.lstrip('.')
     return osp.join(output_dir, f'{stem}{suffix}{extension}')
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog='basicsr-taylor-infer', description='Super-resolve images with a BasicSR/TaylorSwinIR checkpoint.')
-    parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
-    parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
-    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
-    parser.add_argument('--opt', default=None,
-                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
-    parser.add_argument('--tile', type=int, default=0,
-                        help='tile side in input pixels, 0 = whole image (rounded down to a multiple of window_size; '
-                        'a tile too small to keep the overlap is refused with the size to use)')
-    parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in input pixels')
-    parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32',
-                        help='fp32 (default), or fp16/bf16 under autocast with float32 attention sums; on GPUs: '
-                        'on a CPU half precision is slower')
-    parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
-    parser.add_argument('--suffix', default=None, help='added to output names (default: _x<scale>)')
-    parser.add_argument('--ext', default='auto', help='output format: auto (same as input) | png | jpg | tif | ...')
-    parser.add_argument('--alpha-upsampler', choices=ALPHA_UPSAMPLERS, default='bicubic',
-                        help='how to upscale an alpha channel: bicubic, or with the network as a gray image')
-    return parser.parse_args(argv)
 
 
 def main(argv=None):

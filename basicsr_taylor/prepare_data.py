@@ -25,8 +25,7 @@ if __package__ in (None, ''):  # run as a file: put the repository root, not bas
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _here]
     sys.path.insert(0, os.path.dirname(_here))
 
-import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr)
-from basicsr_taylor.data import DataPreparationError, prepare, sub_dir_names  # noqa: E402
+from basicsr_taylor.utils.cli import answer_help_early  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -46,6 +45,7 @@ def parse_args(argv=None):
     parser.add_argument('--overwrite', action='store_true', help='rebuild outputs that already exist')
     parser.add_argument('--no-lmdb', action='store_true', help='only sub-image folders')
     args = parser.parse_args(argv)
+    from basicsr_taylor.data import sub_dir_names
     if args.hr is None:  # DIV2K layout under --root
         args.hr = osp.join(args.root, 'DIV2K_train_HR')
         args.lr = args.lr or osp.join(args.root, 'DIV2K_train_LR_bicubic', 'X{scale}')
@@ -55,6 +55,12 @@ def parse_args(argv=None):
         base = sub_dir_names(args.hr, 0)[1].split('_LR_bicubic')[0]
         args.lr = args.lr or osp.join(args.out, f'{base}_LR_bicubic', 'X{scale}')
     return args
+
+
+answer_help_early('prepare_data', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr)
+from basicsr_taylor.data import DataPreparationError, prepare  # noqa: E402
 
 
 def main(argv=None):

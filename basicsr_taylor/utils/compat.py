@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
+from .cli import accept_dashed_local_rank  # noqa: F401  (BasicSR's parser and torch.distributed.launch)
 from .files import atomic_path
 
 _installed = False
@@ -53,13 +54,6 @@ def install():
 
 
 # --- Training-time fixes (options.run_basicsr_pipeline applies them; GPU runs keep BasicSR's code paths) ----
-
-def accept_dashed_local_rank(argv):
-    """``python -m torch.distributed.launch`` passes ``--local-rank=N`` (torch >= 2.0); BasicSR's parser only
-    knows ``--local_rank``. Return argv with the dashed spelling rewritten (the value is unused either way:
-    the launcher also sets the LOCAL_RANK environment variable)."""
-    return [('--local_rank' + a[len('--local-rank'):]) if a.startswith('--local-rank') else a for a in argv]
-
 
 def _init_dist_on_cpu(launcher, backend='nccl', **kwargs):
     """Like basicsr.utils.dist_util.init_dist, for machines without CUDA: gloo backend, no cuda.set_device."""

@@ -61,7 +61,8 @@ def accept(section, keys, type_name=None):
     table.setdefault(section, set()).update(keys)
 
 
-_READ = re.compile(r"""(?<![\w.])(?:self\.)?opt(?:\[['"](\w+)['"]\]|\.get\(['"](\w+)['"])|['"](\w+)['"] in (?:self\.)?opt\b""")
+_READ = re.compile(r"""(?<![\w.])(?:self\.)?opt(?:\[['"](\w+)['"]\]|\.get\(['"](\w+)['"])"""
+                   r"""|['"](\w+)['"] in (?:self\.)?opt\b""")
 _SECTION = re.compile(r"""(?:(?<![\w.])(?:self\.)?opt\[['"](\w+)['"]\]|\b(train|val|path|logger)_opt)"""
                       r"""(?:\[['"](\w+)['"]\]|\.get\(['"](\w+)['"])""")
 
