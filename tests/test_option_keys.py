@@ -151,7 +151,7 @@ def test_force_yml_is_parsed_as_yaml_never_run(tmp_path):
 
 
 @pytest.mark.parametrize('kind', ['train', 'test'])
-def test_unknown_or_missing_keys_stop_the_command_before_anything_is_written(tmp_path, monkeypatch, kind):
+def test_unknown_or_missing_keys_stop_the_command_before_anything_is_written(tmp_path, monkeypatch, capsys, kind):
     """What BasicSR ran silently (a misspelled key), or failed on with a KeyError after creating experiments/."""
     from basicsr_taylor.quickstart import write_options
     monkeypatch.chdir(tmp_path)
@@ -174,6 +174,7 @@ def test_unknown_or_missing_keys_stop_the_command_before_anything_is_written(tmp
             run_basicsr_pipeline(kind, ['-opt', path, *extra])
         assert str(exit_.value) == f'basicsr-taylor-{kind}: error: {path}: {message}'
     assert sorted(os.listdir(tmp_path)) == ['good.yml', 'missing.yml']
+    assert 'Disable distributed.' not in capsys.readouterr().out  # BasicSR printed it before failing
 
 
 def test_a_cosine_schedule_must_cover_total_iter():

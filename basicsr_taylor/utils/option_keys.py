@@ -213,8 +213,9 @@ def check_keys(opt):
     if opt.get('network_d') is not None:
         check_typed('network_d:', opt['network_d'], ARCH_REGISTRY)
     path_known = KNOWN['path'] | known.get('path', set())
-    path_known |= {k for k in opt['path'] or {} if re.fullmatch(r'(pretrain_network|param_key|strict_load)_\w+', k)}
-    check_mapping('path:', opt['path'] or {}, path_known)
+    if isinstance(opt['path'], dict):
+        path_known |= {k for k in opt['path'] if re.fullmatch(r'(pretrain_network|param_key|strict_load)_\w+', k)}
+    check_mapping('path:', opt['path'], path_known)
 
     if not isinstance(opt['datasets'], dict) or not opt['datasets']:
         raise OptionError('datasets: expected a mapping of phase names (train, val, test_1, ...) to datasets')
