@@ -2,7 +2,11 @@ import os
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
-from setuptools.command.editable_wheel import editable_wheel
+
+try:
+    from setuptools.command.editable_wheel import editable_wheel
+except ImportError:  # setuptools < 64: no PEP 660 editable wheels
+    editable_wheel = None
 
 # basicsr_taylor_hook.pth goes to the top of site-packages, as setuptools' own distutils-precedence.pth: Python runs
 # its line at start-up, so that `import basicsr` works before `import basicsr_taylor` (basicsr_taylor_hook.py).
@@ -40,11 +44,16 @@ class _WithHookPth:
         return self.strategy.__exit__(*exc_info)
 
 
-class editable_wheel_with_pth(editable_wheel):
-    """`pip install -e .` (PEP 660): setuptools' editable wheel holds only its own .pth and finder."""
+CMDCLASS = {'build_py': build_py_with_pth}
+if editable_wheel is not None:
 
-    def _select_strategy(self, *args, **kwargs):
-        return _WithHookPth(super()._select_strategy(*args, **kwargs))
+    class editable_wheel_with_pth(editable_wheel):
+        """`pip install -e .` (PEP 660): setuptools' editable wheel holds only its own .pth and finder."""
+
+        def _select_strategy(self, *args, **kwargs):
+            return _WithHookPth(super()._select_strategy(*args, **kwargs))
+
+    CMDCLASS['editable_wheel'] = editable_wheel_with_pth
 
 
 with open('README.md', encoding='utf-8') as f:
@@ -59,7 +68,7 @@ setup(
     license='Apache-2.0',
     packages=find_packages(include=['basicsr_taylor', 'basicsr_taylor.*']),
     py_modules=['basicsr_taylor_hook'],  # the import hook basicsr_taylor_hook.pth installs (no torch import)
-    cmdclass={'build_py': build_py_with_pth, 'editable_wheel': editable_wheel_with_pth},
+    cmdclass=CMDCLASS,
     python_requires='>=3.9',
     install_requires=[
         'basicsr==1.4.2',
