@@ -25,12 +25,12 @@ if __package__ in (None, ''):  # run as a file: put the repository root, not bas
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _here]
     sys.path.insert(0, os.path.dirname(_here))
 
-import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr)
-from basicsr_taylor.data import DataPreparationError, prepare, sub_dir_names  # noqa: E402
+from basicsr_taylor.utils.cli import answer_help_early  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='basicsr-taylor-prepare', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--root', default='datasets/DIV2K', help='DIV2K folder (default: %(default)s)')
     parser.add_argument('--hr', help='HR image folder (default: ROOT/DIV2K_train_HR)')
     parser.add_argument('--lr', help='LR folder with {scale} (default: ROOT/DIV2K_train_LR_bicubic/X{scale}); '
@@ -45,6 +45,7 @@ def parse_args(argv=None):
     parser.add_argument('--overwrite', action='store_true', help='rebuild outputs that already exist')
     parser.add_argument('--no-lmdb', action='store_true', help='only sub-image folders')
     args = parser.parse_args(argv)
+    from basicsr_taylor.data import sub_dir_names
     if args.hr is None:  # DIV2K layout under --root
         args.hr = osp.join(args.root, 'DIV2K_train_HR')
         args.lr = args.lr or osp.join(args.root, 'DIV2K_train_LR_bicubic', 'X{scale}')
@@ -56,13 +57,19 @@ def parse_args(argv=None):
     return args
 
 
+answer_help_early('prepare_data', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr)
+from basicsr_taylor.data import DataPreparationError, prepare  # noqa: E402
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         outputs = prepare(args.hr, args.lr, args.out, tuple(args.scales), args.crop, args.step, args.align,
                           args.workers, args.overwrite, not args.no_lmdb)
     except DataPreparationError as err:
-        raise SystemExit(f'prepare_data: error: {err}') from None
+        raise SystemExit(f'basicsr-taylor-prepare: error: {err}') from None
     for name, (sub_dir, lmdb_path) in outputs.items():
         print(f'{"HR" if name == "hr" else f"LR x{name}"}: {sub_dir}' + ('' if args.no_lmdb else f', {lmdb_path}'))
 

@@ -22,19 +22,35 @@ import subprocess
 import sys
 import time
 
-import cv2
-import numpy as np
-import yaml
-from tqdm import tqdm
-
-from .data import image_key, list_images, prepare_sample_photos
-from .data.sample_photos import VAL_PHOTOS
-from .utils.files import write_atomically
-from .utils.image_io import write_image
+from .utils.cli import answer_help_early
 
 NAME = 'quickstart_TaylorSwinIR_SRx2'
 DATA_DIR = osp.join('datasets', 'quickstart')
 SCALE = 2
+TOTAL_ITER = 2000
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog='basicsr-taylor-quickstart', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--root', default='.', help='working folder (default: current directory)')
+    parser.add_argument('--iters', type=int, default=TOTAL_ITER, help='training iterations (default: %(default)s)')
+    parser.add_argument('--threads', type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                        help='CPU threads for training (default: half the cores, %(default)s here)')
+    return parser.parse_args(argv)
+
+
+answer_help_early('quickstart', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from .data import image_key, list_images, prepare_sample_photos  # noqa: E402
+from .data.sample_photos import VAL_PHOTOS  # noqa: E402
+from .utils.files import write_atomically  # noqa: E402
+from .utils.image_io import write_image  # noqa: E402
 
 # A small, CPU-friendly TaylorSwinIR: 8x8 windows (64 tokens), 32 channels in one head, 2 residual groups of 2
 # blocks, the one-step pixel-shuffle upsampler of lightweight SwinIR; LR patches of 32 = 4x4 windows. Tuned for
@@ -43,7 +59,6 @@ SCALE = 2
 NETWORK = dict(type='TaylorSwinIR', upscale=SCALE, in_chans=3, img_size=32, window_size=8, img_range=1.,
                depths=[2, 2], embed_dim=32, num_heads=[1, 1], mlp_ratio=2, upsampler='pixelshuffledirect',
                resi_connection='1conv')
-TOTAL_ITER = 2000
 LEARNING_RATE = 4e-3
 # Photographs only: the motion-blurred clock render, the smooth moon, text, page scans, micrographs, the Hubble
 # field and the colour wheel teach little about the validation photos (0.72 -> 0.99 dB with these seven).
@@ -81,6 +96,26 @@ def quickstart_options(dataroots, total_iter=TOTAL_ITER, network=None, name=NAME
         'logger': dict(print_freq=max(total_iter // 30, 1), save_checkpoint_freq=max(total_iter // 4, 1),
                        use_tb_logger=True, wandb=dict(project=None, resume_id=None)),
     }
+
+
+def options_to_train_further(train_opt):
+    """The quickstart's option file with as many iterations again, for ``--auto_resume`` from its last state: the
+    cosine schedule restarts at half the peak learning rate for the new iterations (a resumed run follows the
+    schedule of its option file: README, BasicSR behaviours changed)."""
+    opt = {key: (dict(value) if isinstance(value, dict) else value) for key, value in train_opt.items()}
+    total = train_opt['train']['total_iter']
+    periods = list(train_opt['train']['scheduler']['periods'])
+    weights = list(train_opt['train']['scheduler']['restart_weights'])
+    opt['train'] = dict(train_opt['train'], total_iter=2 * total, scheduler=dict(
+        train_opt['train']['scheduler'], periods=periods + [total], restart_weights=weights + [weights[-1] / 2]))
+    return opt
+
+
+def next_commands(further_path, test_path, val_lq, model_path):
+    """The commands the quickstart prints at the end, each one working from the state it leaves."""
+    return [f'{command("test")} -opt {test_path}            # PSNR/SSIM and SR images in results/',
+            f'{command("infer")} -i {val_lq} -o results/quickstart_infer --model {model_path}',
+            f'{command("train")} -opt {further_path} --auto_resume   # train as long again (lr restarts at half)']
 
 
 def _metrics():
@@ -207,12 +242,7 @@ def main(argv=None):
 
 def run(argv=None):
     """Run the quickstart; return the PSNR gain (dB) of the network over bicubic."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--root', default='.', help='working folder (default: current directory)')
-    parser.add_argument('--iters', type=int, default=TOTAL_ITER, help='training iterations (default: %(default)s)')
-    parser.add_argument('--threads', type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                        help='CPU threads for training (default: half the cores, %(default)s here)')
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     os.makedirs(args.root, exist_ok=True)
     os.chdir(args.root)
     start = time.time()
@@ -226,13 +256,12 @@ def run(argv=None):
     picture = 'quickstart_comparison.png'
     write_image(comparison_image(rows[0]), picture)
     test_path = write_options(options_for_test(opt, model_path), osp.join(DATA_DIR, f'test_{NAME}.yml'))
+    further_path = write_options(options_to_train_further(opt), osp.join(DATA_DIR, f'train_further_{NAME}.yml'))
     print(f'\nValidation on crops of {", ".join(p[0] for p in VAL_PHOTOS)} (held out, x{SCALE}):\n{table}')
     print(f'Total time {time.time() - start:.0f} s. Logs and checkpoints: experiments/{NAME}/, '
-          f'tensorboard: tb_logger/{NAME}/, side by side: {picture}. Next:\n'
-          f'  {command("test")} -opt {test_path}            # PSNR/SSIM and SR images in results/\n'
-          f'  {command("infer")} -i {opt["datasets"]["val"]["dataroot_lq"]} -o results/quickstart_infer '
-          f'--model {model_path}\n'
-          f'  {command("train")} -opt {opt_path} --auto_resume   # train further (raise train:total_iter)')
+          f'tensorboard: tb_logger/{NAME}/, side by side: {picture}. Next:')
+    for line in next_commands(further_path, test_path, opt['datasets']['val']['dataroot_lq'], model_path):
+        print('  ' + line)
     return gain
 
 

@@ -8,6 +8,8 @@ import argparse
 import importlib
 import os
 import os.path as osp
+import random
+import re
 import sys
 import warnings
 
@@ -15,20 +17,17 @@ import yaml
 from PIL import Image
 
 from . import compat, precision
+from .cli import accept_dashed_local_rank, pipeline_parser
 from .image_io import list_images
+from .option_keys import OptionError, _registered, check_keys
+
+__all__ = ['OptionError', 'check_options', 'parse_options', 'read_option_file', 'run_basicsr_pipeline']
 
 PLUGIN_OPTION_KEYS = precision.OPTION_KEYS  # keys the plugin reads beyond BasicSR's own ('train:precision', ...)
 
 
-class OptionError(ValueError):
-    """An option file that cannot work; the message names the key (``datasets:train:dataroot_gt``)."""
-
-
 def _check_registered(registry, name, key):
-    if name is None:
-        raise OptionError(f'{key} is missing')
-    if name not in registry:
-        raise OptionError(f'{key}: unknown type {name!r}; registered: {", ".join(sorted(registry.keys()))}')
+    _registered(registry, name, key)
 
 
 def _image_sizes(root, io_backend, key, first_only=False):
@@ -99,21 +98,38 @@ def check_dataset(phase, dataset, scale):
 
 def check_network(network):
     """Build ``network_g`` once (on the CPU, warnings left to the real build): a bad argument fails here, before
-    BasicSR archives the experiment folder. Not basicsr's build_network: its logger must not start yet."""
+    BasicSR archives the experiment folder; returns the network. Not basicsr's build_network: its logger must not
+    start yet."""
     from basicsr.utils.registry import ARCH_REGISTRY
     kwargs = {k: v for k, v in network.items() if k != 'type'}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            ARCH_REGISTRY.get(network['type'])(**kwargs)
+            return ARCH_REGISTRY.get(network['type'])(**kwargs)
     except Exception as err:  # noqa: BLE001  (ValueError/TypeError/assertions of any architecture)
         detail = str(err) if isinstance(err, ValueError) else f'{type(err).__name__}: {err}'
         raise OptionError(f'network_g ({network["type"]}): {" ".join(detail.split())}') from None
 
 
+def check_schedule(opt):
+    """BasicSR's CosineAnnealingRestartLR has no learning rate past the end of its periods (a TypeError at that
+    iteration) and asserts one restart weight per period."""
+    scheduler, train = (opt.get('train') or {}).get('scheduler') or {}, opt.get('train') or {}
+    if scheduler.get('type') != 'CosineAnnealingRestartLR' or not opt.get('is_train'):
+        return
+    periods, weights = list(scheduler.get('periods') or []), list(scheduler.get('restart_weights', [1]))
+    if len(weights) != len(periods):
+        raise OptionError(f'train:scheduler: {len(periods)} periods but {len(weights)} restart_weights')
+    if sum(periods) < train.get('total_iter', 0):
+        raise OptionError(f'train:scheduler:periods {periods} end at iteration {sum(periods)}, before '
+                          f'train:total_iter={train["total_iter"]}: raise the periods too (a new period '
+                          'restarts the cosine; restart_weights scales its peak)')
+
+
 def check_options(opt):
     """Raise :class:`OptionError` for the first problem found in a parsed option dict (train or test)."""
     from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+    check_keys(opt)  # every key known, every required key there (utils/option_keys.py)
     _check_registered(MODEL_REGISTRY, opt.get('model_type'), 'model_type')
     network = opt.get('network_g')
     if not network:
@@ -134,10 +150,19 @@ def check_options(opt):
         precision.check_options(opt)
     except ValueError as err:
         raise OptionError(str(err)) from None
-    check_network(network)
-    pretrained = (opt.get('path') or {}).get('pretrain_network_g')
-    if pretrained and not opt.get('auto_resume') and not osp.isfile(pretrained):
-        raise OptionError(f'path:pretrain_network_g: file not found: {pretrained}')
+    built = check_network(network)
+    check_schedule(opt)
+    path = opt.get('path') or {}
+    pretrained = path.get('pretrain_network_g')
+    if pretrained and not opt.get('auto_resume'):
+        if not osp.isfile(pretrained):
+            raise OptionError(f'path:pretrain_network_g: file not found: {pretrained}')
+        if path.get('strict_load_g', True):  # BasicSR's strict load failed with a traceback of every key
+            from .checkpoint import CheckpointError, check_fits, load_state_dict
+            try:
+                check_fits(built, load_state_dict(pretrained)[0], pretrained, 'network_g')
+            except CheckpointError as err:
+                raise OptionError(f'path:pretrain_network_g: {err}') from None
 
 
 def _yaml_error(err):
@@ -164,42 +189,105 @@ def read_option_file(path):
     return opt
 
 
-def checked(parse_options):
-    """Wrap basicsr.utils.options.parse_options so that the parsed options are checked before use."""
+def _force_yml_value(text):
+    """A --force_yml value as YAML (safe loader: no Python objects); 'none' means None and 1e-4 is a number, as
+    in BasicSR's _postprocess_yml_value, which eval()-ed values starting with '['."""
+    if text.lower() == 'none':
+        return None
+    value = yaml.load(text, Loader=compat.SafeOrderedLoader)
+    if isinstance(value, str) and re.fullmatch(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+', value):
+        return float(value)
+    return value
 
-    def parse_and_check(root_path, is_train=True):
-        opt, args = parse_options(root_path, is_train=is_train)
+
+def apply_force_yml(opt, entries):
+    """Set each ``KEY:SUBKEY=VALUE`` of --force_yml in ``opt``; return {'key:path': entry}. The sections on the
+    way must exist; whether the last key is known is checked with the rest of the file (check_options)."""
+    forced = {}
+    for entry in entries or ():
+        keys, sep, text = entry.partition('=')
+        path = [key.strip() for key in keys.split(':')]
+        if not sep or not all(path):
+            raise OptionError(f'--force_yml {entry}: expected KEY:SUBKEY=VALUE, e.g. train:total_iter=1000')
+        try:
+            value = _force_yml_value(text.strip())
+        except yaml.YAMLError as err:
+            raise OptionError(f'--force_yml {entry}: {_yaml_error(err)}') from None
+        node = opt
+        for depth, key in enumerate(path[:-1]):
+            if not isinstance(node.get(key), dict):
+                raise OptionError(f'--force_yml {entry}: {":".join(path[:depth + 1])} is not a section of the option '
+                                  'file')
+            node = node[key]
+        node[path[-1]] = value
+        forced[':'.join(path)] = entry
+    return forced
+
+
+def parse_options(root_path, is_train=True):
+    """basicsr.utils.options.parse_options, with the option file read safely and checked before anything else
+    happens (distributed start, seeding, printing): --force_yml values are parsed as YAML (BasicSR built them into
+    an ``exec`` and ``eval``-ed lists) and applied before the seed is set."""
+    import basicsr.utils.options as basicsr_options
+    from basicsr.utils import set_random_seed
+    from basicsr.utils.dist_util import get_dist_info
+    args = pipeline_parser('train' if is_train else 'test').parse_args(
+        accept_dashed_local_rank(sys.argv[1:]))
+    opt = read_option_file(args.opt)
+    try:
+        forced = apply_force_yml(opt, args.force_yml)
+        opt['auto_resume'], opt['is_train'] = args.auto_resume, is_train
         try:
             check_options(opt)
         except OptionError as err:
-            raise OptionError(f'{args.opt}: {err}') from None
-        return opt, args
-
-    parse_and_check.__wrapped__ = parse_options
-    return parse_and_check
-
-
-def pipeline_parser(kind):
-    """BasicSR's command-line flags (basicsr.utils.options.parse_options), described for --help."""
-    verb = {'train': 'Train', 'test': 'Test (PSNR/SSIM, saved images)'}[kind]
-    where = {'train': 'experiments/<name>/ and tb_logger/<name>/', 'test': 'results/<name>/'}[kind]
-    parser = argparse.ArgumentParser(
-        prog=f'basicsr-taylor-{kind}',
-        description=f'{verb} with BasicSR\'s own pipeline, TaylorSwinIR registered. Writes {where} under the '
-        'current directory. The option file is checked (data, sizes, network) before anything is written.')
-    parser.add_argument('-opt', required=True, metavar='FILE', help=f'BasicSR option file, e.g. options/{kind}_x2.yml')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='none: one process (default); pytorch: started by torchrun; slurm: started by srun')
-    parser.add_argument('--auto_resume', action='store_true',
-                        help='continue from the newest state in experiments/<name>/training_states (training)')
-    parser.add_argument('--debug', action='store_true',
-                        help='BasicSR debug mode: name prefixed with debug_, validation every 8 iterations, '
-                        'logs every iteration, no tensorboard')
-    parser.add_argument('--local_rank', type=int, default=0, help='set by torch.distributed.launch (unused)')
-    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='override existing options, e.g. train:total_iter=1000 '
-                        'datasets:train:batch_size_per_gpu=2')
-    return parser
+            if getattr(err, 'key', None) in forced:
+                raise OptionError(f'--force_yml {forced[err.key]}: {err}') from None
+            raise
+    except OptionError as err:
+        raise OptionError(f'{args.opt}: {err}') from None
+    # from here on as BasicSR's parse_options
+    if args.launcher == 'none':
+        opt['dist'] = False
+        print('Disable distributed.', flush=True)
+    else:
+        opt['dist'] = True
+        if args.launcher == 'slurm' and 'dist_params' in opt:
+            basicsr_options.init_dist(args.launcher, **opt['dist_params'])
+        else:
+            basicsr_options.init_dist(args.launcher)
+    opt['rank'], opt['world_size'] = get_dist_info()
+    if opt.get('manual_seed') is None:
+        opt['manual_seed'] = random.randint(1, 10000)
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+    if args.debug and not opt['name'].startswith('debug'):
+        opt['name'] = 'debug_' + opt['name']
+    if opt['num_gpu'] == 'auto':
+        import torch
+        opt['num_gpu'] = torch.cuda.device_count()
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+        if 'scale' in opt:
+            dataset['scale'] = opt['scale']
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if dataset.get(key) is not None:
+                dataset[key] = osp.expanduser(dataset[key])
+    for key, value in opt['path'].items():
+        if value is not None and ('resume_state' in key or 'pretrain_network' in key):
+            opt['path'][key] = osp.expanduser(value)
+    if is_train:
+        root = osp.join(root_path, 'experiments', opt['name'])
+        opt['path'].update(experiments_root=root, models=osp.join(root, 'models'), log=root,
+                           training_states=osp.join(root, 'training_states'),
+                           visualization=osp.join(root, 'visualization'))
+        if 'debug' in opt['name']:
+            if 'val' in opt:
+                opt['val']['val_freq'] = 8
+            opt['logger']['print_freq'] = 1
+            opt['logger']['save_checkpoint_freq'] = 8
+    else:
+        root = osp.join(root_path, 'results', opt['name'])
+        opt['path'].update(results_root=root, log=root, visualization=osp.join(root, 'visualization'))
+    return opt, args
 
 
 def run_basicsr_pipeline(kind, argv=None):
@@ -207,14 +295,12 @@ def run_basicsr_pipeline(kind, argv=None):
     results/ go where the command runs (and where --auto_resume looks). ``argv`` defaults to sys.argv[1:]."""
     compat.install_training_fixes()
     precision.install()  # train:precision / val:precision (autocast, GradScaler)
-    argv = compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
+    argv = accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
     args = pipeline_parser(kind).parse_args(argv)  # --help, and usage errors before anything runs
     module = importlib.import_module(f'basicsr.{kind}')
-    if not hasattr(module.parse_options, '__wrapped__'):  # check the option file before BasicSR uses it
-        module.parse_options = checked(module.parse_options)
+    module.parse_options = parse_options  # the option file read safely and checked before BasicSR uses it
     sys.argv = [sys.argv[0]] + argv
     try:
-        read_option_file(args.opt)
         getattr(module, f'{kind}_pipeline')(os.getcwd())
     except OptionError as err:
         raise SystemExit(f'basicsr-taylor-{kind}: error: {err}') from None
