@@ -23,7 +23,9 @@ class KernelLayout:
     W), all int32 on the device: order (W, C) the chunks sorted by region (stable), seg (W, R, 2) the [start, stop)
     slots of each region in that order, blocks (W, NB, 3) the region, first and stop slot of every token block
     (never two regions in one block; blocks past the window's end are empty), source (W, L) the input token of
-    every slot or -1 (padding; sorted ids only). R bounds the region count: C unless given (no host sync).
+    every slot or -1 (padding; sorted ids only). R bounds the region count: C unless given (no host sync), and
+    the statistics take R slots of (d + 2)·DP·EP floats per row (128 KB at d = 30): 4 for TaylorSwinIR's even
+    windows, but C = N for a window whose shift makes one-token chunks (an odd window: use the efficient form).
     Without regions: kind NO_REGIONS, one region of N tokens, blocks of BLOCK_N tokens."""
 
     def __init__(self, num_tokens, chunk_regions=None, chunk=1, rows_per_window=1, num_regions=None, source=None):
