@@ -9,6 +9,7 @@
     linear.py          the efficient form of Taylor order 1: linear attention with features [1, x]
     triton_kernels.py  the efficient form's fused Triton kernels (statistics, per-token: output, dq, dk + dv)
     triton_form.py     form="triton": the kernels in an autograd Function (CUDA; imported only for that form)
+    triton_aot.py      the kernels compiled ahead of time for a GPU architecture, without a GPU (tests, scripts)
     flex.py            the direct form by torch's FlexAttention (imported only for form="flex")
 """
 from .features import taylor_feature_dim

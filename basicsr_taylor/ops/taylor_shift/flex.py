@@ -5,10 +5,15 @@ p(x) = 1 + x + x²/2 > 0, so the Taylor weights are a softmax of log p:
     p(x_ij) / Σ_j p(x_ij) = exp(log p(x_ij)) / Σ_j exp(log p(x_ij)) = softmax_j(log p(x_ij))
 
 With q̂ τ and k̂ normalised (x_ij = τ cos) and scale 1, ``score_mod`` = log 2p(x) = log((x + 1)² + 1) (the 2
-cancels) and regions are a block mask (``mask_mod``: same region id), so blocks between different regions are
-skipped. On CUDA the call is compiled (a fused Triton kernel). On the CPU (torch 2.14) eager flex_attention
-runs the forward pass unfused (it materialises the scores: a reference path, not a fast one) and torch raises
-NotImplementedError for its backward pass; this form then says so before running.
+cancels). Regions: the tokens are visited sorted by region (:class:`FlexLayout`; with a ``RegionChunks`` a
+permutation of whole chunks, no per-token sort) so that each region is a contiguous run and the block mask
+(``mask_mod``: same region) skips every block pair between two regions. The layout and its BlockMask are built
+from block-level indices (no (B, 1, N, N) mask), and for a ``RegionChunks`` once per object (it lives one forward
+and is passed to every block). On CUDA the call is compiled once with dynamic shapes (a fused Triton kernel;
+meant so that a new image size, i.e. a new window count, neither recompiles per size nor falls back to the
+unfused path; not yet run on a GPU). On the CPU
+(torch 2.14) eager flex_attention runs the forward pass unfused (it materialises the scores: a reference path, not
+a fast one) and torch raises NotImplementedError for its backward pass; this form then says so before running.
 """
 import functools
 import math
@@ -18,10 +23,14 @@ import torch
 
 from .naive import normalized
 
+from .regions import RegionChunks, derived
+
 try:  # torch >= 2.5
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 except ImportError:  # pragma: no cover - older torch
-    create_block_mask = flex_attention = None
+    BlockMask = create_block_mask = flex_attention = None
+
+FLEX_BLOCK = 128  # FlexAttention's default sparse block (tokens per block-mask tile)
 
 
 def available():
@@ -36,8 +45,10 @@ def log_taylor_score(score, batch, head, q_index, kv_index):
 
 @functools.lru_cache(maxsize=None)
 def compiled_flex_attention():
-    """torch.compile(flex_attention), built once (one compiled kernel per score_mod / shape)."""
-    return torch.compile(flex_attention, dynamic=False)
+    """torch.compile(flex_attention, dynamic=True), built once: symbolic sizes, so that a new window count or
+    token count reuses the compiled kernel instead of recompiling (and falling back to the unfused path after
+    torch's recompile limit)."""
+    return torch.compile(flex_attention, dynamic=True)
 
 
 def run_flex_attention(q, k, v, score_mod=None, block_mask=None, scale=None):
@@ -70,18 +81,21 @@ def _as_4d(t, batch):
     return t.reshape((math.prod(batch[:-1]), batch[-1]) + t.shape[-2:])
 
 
-def region_block_mask(regions, batch, num_tokens, device):
-    """BlockMask of "same region id" for (..., N) ids broadcastable to batch + (N,); batch / heads of size 1 where
-    the ids are shared."""
-    ids = regions.reshape((1, ) * (len(batch) + 1 - regions.dim()) + tuple(regions.shape))  # batch dims + (N,)
+def _per_row(ids, batch, num_tokens):
+    """(..., N) integers broadcastable to batch + (N,) -> (B or 1, H or 1, N) contiguous, in _as_4d's (B, H)
+    (sizes 1 where the values are shared)."""
+    ids = ids.reshape((1, ) * (len(batch) + 1 - ids.dim()) + tuple(ids.shape))  # batch dims + (N,)
     ids = ids.expand(ids.shape[:-1] + (num_tokens, ))
     if len(batch) >= 2 and any(size != 1 for size in ids.shape[:-2]):
         ids = ids.expand(batch[:-1] + ids.shape[-2:])
-    ids = _as_4d(ids[..., None], ids.shape[:-1])[..., 0]  # (B or 1, H or 1, N)
-    ids = ids.contiguous()
-    # eager flex evaluates mask_mod at every (b, h) of q, even for a (1, 1) mask: index the shared dims with 0
-    shared_batch, shared_head = ids.shape[0] == 1, ids.shape[1] == 1
-    table = ids[0] if shared_batch else ids  # (H|1, N) or (B, H|1, N)
+    return _as_4d(ids[..., None], ids.shape[:-1])[..., 0].contiguous()
+
+
+def _same_id_mask_mod(table):
+    """mask_mod "same id" over a (B or 1, H or 1, N) table. Eager flex evaluates mask_mod at every (b, h) of q,
+    even for a (1, 1) mask: the shared dims are indexed with 0."""
+    shared_batch, shared_head = table.shape[0] == 1, table.shape[1] == 1
+    table = table[0] if shared_batch else table  # (H|1, N) or (B, H|1, N)
     table = table[..., 0, :] if shared_head else table  # drop the head dim where shared
 
     def same_region(b, h, q_index, kv_index):  # mask_mod: attend only within the region
@@ -92,16 +106,90 @@ def region_block_mask(regions, batch, num_tokens, device):
             row = row[h]
         return row[q_index] == row[kv_index]
 
-    return create_block_mask(same_region, ids.shape[0], ids.shape[1], num_tokens, num_tokens, device=device)
+    return same_region
+
+
+def region_block_mask(regions, batch, num_tokens, device):
+    """BlockMask of "same region id" for (..., N) ids broadcastable to batch + (N,) in the tokens' own order (the
+    benchmark's softmax baseline, whose bias depends on positions): evaluated densely by create_block_mask. The
+    TaylorShift form sorts the tokens instead (:func:`flex_layout`)."""
+    ids = _per_row(regions, batch, num_tokens)
+    return create_block_mask(_same_id_mask_mod(ids), ids.shape[0], ids.shape[1], num_tokens, num_tokens,
+                             device=device)
+
+
+def _ordered(blocks):
+    """Dense block flags (B, H, nq, nkv) -> (count (B, H, nq), indices (B, H, nq, nkv)) as BlockMask takes them:
+    the flagged kv blocks first, in order."""
+    blocks = blocks.to(torch.int32)
+    return blocks.sum(-1, dtype=torch.int32), torch.argsort(blocks, dim=-1, descending=True, stable=True).int()
+
+
+def sorted_block_mask(sorted_ids, block=FLEX_BLOCK):
+    """BlockMask of "same id" for ids (B or 1, H or 1, N) sorted along N, from block-level indices alone (no
+    N×N mask): blocks i, j touch iff their id ranges [first, last] overlap; a pair is full (no mask_mod) iff both
+    blocks are whole and hold one and the same id; other touching pairs are partial (mask_mod decides)."""
+    num_tokens = sorted_ids.shape[-1]
+    starts = torch.arange(0, num_tokens, block, device=sorted_ids.device)
+    ends = (starts + block).clamp(max=num_tokens)
+    first, last = sorted_ids[..., starts], sorted_ids[..., ends - 1]  # (B, H, nb): sorted, so the id range
+    touch = (first[..., :, None] <= last[..., None, :]) & (first[..., None, :] <= last[..., :, None])
+    single = (first == last) & (ends - starts == block)
+    full = single[..., :, None] & single[..., None, :] & (first[..., :, None] == first[..., None, :])
+    return BlockMask.from_kv_blocks(*_ordered(touch & ~full), *_ordered(full), BLOCK_SIZE=block,
+                                    mask_mod=_same_id_mask_mod(sorted_ids), seq_lengths=(num_tokens, num_tokens))
+
+
+class FlexLayout:
+    """Tokens sorted by region for FlexAttention: perm (B or 1, H or 1, N) slot -> token, inverse token -> slot,
+    and the BlockMask over the sorted slots."""
+
+    def __init__(self, sorted_ids, perm):
+        self.perm = perm
+        self.inverse = torch.empty_like(perm).scatter_(-1, perm, torch.arange(perm.shape[-1], device=perm.device)
+                                                        .expand(perm.shape))
+        self.block_mask = sorted_block_mask(sorted_ids)
+
+    def gather(self, x, order=None):
+        """(B, H, N, f) in the order ``perm`` (sorted) or ``inverse`` (back to the tokens' order)."""
+        index = self.perm if order is None else order
+        return x.gather(-2, index[..., None].expand(x.shape))
+
+
+def flex_layout(regions, batch, num_tokens):
+    """The :class:`FlexLayout` of ``regions`` (a ``RegionChunks`` or integer ids) for inputs of batch shape
+    ``batch``. A RegionChunks: each window's chunks sorted by region id (a chunk permutation; tokens are
+    chunk-major), made once per RegionChunks object and batch shape and kept on it. Ids: a stable sort of every
+    row's ids. No host sync either way."""
+    if not isinstance(regions, RegionChunks):
+        sorted_ids, perm = torch.sort(_per_row(regions, batch, num_tokens), dim=-1, stable=True)
+        return FlexLayout(sorted_ids, perm)
+
+    def build():
+        ids, order = torch.sort(regions.chunk_regions, dim=-1, stable=True)  # (W, C)
+        chunk = regions.chunk
+        perm = (order[:, :, None] * chunk + torch.arange(chunk, device=order.device)).flatten(-2)  # (W, N)
+        sorted_ids = ids[:, :, None].expand(-1, -1, chunk).flatten(-2)
+        repeat = batch[0] // regions.num_windows  # window w of every image has the layout of window w
+        rows = [t.repeat(repeat, 1).view(batch[:1] + (1, ) * (len(batch) - 1) + (num_tokens, ))
+                for t in (sorted_ids, perm)]
+        return FlexLayout(*(_per_row(t, batch, num_tokens) for t in rows))
+
+    return derived(regions, ('flex', tuple(batch)), build)
 
 
 def taylor_shift_flex(q, k, v, temperature, regions, scale):
-    """TaylorShift attention by FlexAttention. q, k: (..., N, d), v: (..., N, dv)."""
+    """TaylorShift attention by FlexAttention. q, k: (..., N, d), v: (..., N, dv); regions None, a
+    ``RegionChunks`` or integer ids broadcastable to (..., N)."""
     check_available(q, k, v, temperature)
     q, k = normalized(q, k, temperature)  # τ q̂, k̂: the score is x = τ cos(q, k)
     batch, num_tokens = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), q.shape[-2]  # (τ may add dims)
-    q, k, v = (t.expand(batch + t.shape[-2:]) for t in (q, k, v))
-    block_mask = None if regions is None else region_block_mask(regions, batch, num_tokens, q.device)
-    out = run_flex_attention(_as_4d(q, batch), _as_4d(k, batch), _as_4d(v, batch), score_mod=log_taylor_score,
-                             block_mask=block_mask, scale=1.0)
+    q, k, v = (_as_4d(t.expand(batch + t.shape[-2:]), batch) for t in (q, k, v))
+    if regions is None:
+        out = run_flex_attention(q, k, v, score_mod=log_taylor_score, scale=1.0)
+    else:
+        layout = flex_layout(regions, batch, num_tokens)
+        out = run_flex_attention(layout.gather(q), layout.gather(k), layout.gather(v), score_mod=log_taylor_score,
+                                 block_mask=layout.block_mask, scale=1.0)
+        out = layout.gather(out, layout.inverse)
     return out.reshape(batch + out.shape[-2:]) * scale  # y · sqrt(N/d)

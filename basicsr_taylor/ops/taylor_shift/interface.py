@@ -185,7 +185,7 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
             if regions is not None and not isinstance(regions, RegionChunks):  # any ids: sorted (a host sync)
                 regions = sorted_region_chunks(regions.expand(q.shape[:-1]).reshape(-1, num_tokens))
             return efficient(q, k.to(q.dtype), v.to(q.dtype), temperature, regions, scale).to(out_dtype)
-        if isinstance(regions, RegionChunks):  # the other forms take one id per token
+        if isinstance(regions, RegionChunks) and (form != 'flex' or is_exportable()):  # one id per token
             ids = regions.token_regions(q.shape[0])
             regions = ids.view(ids.shape[:1] + (1, ) * (q.dim() - 3) + ids.shape[1:])
         q, k, v = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)

@@ -133,3 +133,13 @@ def sorted_region_chunks(regions, chunk=None):
     source = torch.zeros(rows, length, dtype=torch.long, device=ids.device)
     source.scatter_(1, slot, torch.arange(num_tokens, device=ids.device).expand(rows, -1))
     return SortedRegions(RegionChunks(chunk_region, chunk), source, slot, key_weight)
+
+
+def derived(chunks, key, build):
+    """What ``build()`` makes of a :class:`RegionChunks` for one form (the Triton kernels' layout, FlexAttention's
+    BlockMask), made once and kept on the object itself under ``key``: it lives one forward and is shared by every
+    block, so the cache needs no bound, no lock against other forwards and no key on the ids' values."""
+    cache = chunks.__dict__.setdefault('_derived', {})
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
