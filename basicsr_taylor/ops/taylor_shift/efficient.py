@@ -91,7 +91,9 @@ class _Rows:
         if temperature is None:
             return unit
         chunked = unit.view(self.batch + (self.num_chunks, ) + unit.shape[-2:])
-        return (chunked * temperature.to(unit.dtype).unsqueeze(-3)).flatten(0, -3)
+        tau = temperature.to(unit.dtype)
+        tau = tau.unsqueeze(-3) if tau.dim() >= 2 else tau  # (..., 1, 1) -> (..., 1, 1, 1): one τ per chunk row
+        return (chunked * tau).flatten(0, -3)
 
     def tokens_first(self, x):
         """(R, f, c) chunk rows -> (B, ..., N, f)."""
