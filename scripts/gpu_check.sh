@@ -48,7 +48,7 @@ PYEOF
 
 # 1. the tests (the CUDA ones run where CUDA is present; the interpreter test is skipped there)
 step tests 180 $PY -m pytest -q -x tests/test_cuda.py tests/test_taylor_shift.py tests/test_taylor_shift_paths.py tests/test_taylor_swinir.py \
-    -k "not benchmark_quick and not interpreter"
+    tests/test_launch_light.py tests/test_precision.py tests/test_flex_form.py -k "not benchmark_quick and not interpreter"
 # 2. the op: N = 576, 1024, 2304, 4096, d = 30, fp32 and bf16, forward and forward+backward, every form, SDPA, explicit
 step op 120 $PY scripts/benchmark.py --device $DEV $QUICK --suites op --op-sides 24,32,48,64 --op-dims 30 \
     --dtypes float32,bfloat16 --repeats 5 --warmup 2 --out "$OUT/op"
