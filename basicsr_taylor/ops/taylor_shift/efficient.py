@@ -5,8 +5,9 @@
 
 Tokens come in C chunks per window, each inside one region (``regions.RegionChunks``); the region sums are one
 small matmul with the same-region matrix M (C × C), so masking costs no more than unmasked attention and needs no
-gather or scatter. Every product is one matmul batched over (windows, heads, chunks); all windows are computed at
-once unless their temporaries exceed an absolute budget (``blocks``). The autograd Function keeps q̂, k̂, their
+gather or scatter. Every product is one matmul batched over (windows, heads, chunks), in blocks of chunk rows whose
+temporaries fit an absolute budget (``blocks``: every window at once on CUDA, cache-sized blocks on the CPU), in two
+phases (statistics of all blocks, their region sums, then the outputs). The autograd Function keeps q̂, k̂, their
 norms, v', the output, 1/y'[0] and the small statistics S_r; the backward pass rebuilds ψ and uses no atomics.
 Inference (no gradient needed) runs the same ops outside the Function and keeps nothing.
 """
