@@ -12,6 +12,7 @@ import os.path as osp
 import subprocess
 import sys
 import types
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -207,6 +208,109 @@ def _safe_ordered_yaml(original):
     return ordered_yaml
 
 
+# --- Real-ESRGAN: the models follow their device; the perceptual loss's VGG weights or a one-line error ------
+
+def _follow_model_device(cls):
+    """RealESRNetModel / RealESRGANModel.__init__ build ``DiffJPEG().cuda()`` and ``USMSharp().cuda()``: put them
+    on the model's device instead (``cpu`` with num_gpu 0; the current GPU otherwise, as ``.cuda()`` did)."""
+
+    def __init__(self, opt):
+        super(cls, self).__init__(opt)  # SRModel / SRGANModel: networks, losses, optimizers on self.device
+        from basicsr.utils import DiffJPEG, USMSharp
+        self.jpeger = DiffJPEG(differentiable=False).to(self.device)  # simulate JPEG compression artifacts
+        self.usm_sharpener = USMSharp().to(self.device)  # unsharp masking of the GT
+        self.queue_size = opt.get('queue_size', 180)
+
+    __init__.__wrapped__ = cls.__init__
+    return __init__
+
+
+def _queue_on_data_device(original):
+    """_dequeue_and_enqueue creates its training-pair queue with ``.cuda()``: create it where the batch is (its
+    own assertion becomes a one-line error), then run BasicSR's queue as it is."""
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self):
+        if not hasattr(self, 'queue_lr'):
+            batch = self.lq.size(0)
+            if self.queue_size % batch:
+                raise ValueError(f'queue_size {self.queue_size} is not a multiple of the batch size {batch}')
+            self.queue_lr = self.lq.new_zeros((self.queue_size, *self.lq.shape[1:]))
+            self.queue_gt = self.gt.new_zeros((self.queue_size, *self.gt.shape[1:]))
+            self.queue_ptr = 0
+        return original(self)
+
+    _dequeue_and_enqueue.__wrapped__ = original
+    return _dequeue_and_enqueue
+
+
+def _filter2d_on_contiguous(original):
+    """filter2D reshapes its input with ``.view``; today's F.pad keeps a channels-last input channels-last, and
+    DiffJPEG's output is one, so the second degradation's blur failed ('view size is not compatible'). On the CPU a
+    kernel shared by the batch (USMSharp's 51x51) runs as a depthwise conv: same sums, 8x faster than BasicSR's
+    one-channel conv over b·c images (measured at 2x3x400x400, 1 thread); GPUs keep BasicSR's (not measured)."""
+
+    def filter2D(img, kernel):  # noqa: N802  (BasicSR's name)
+        img, k = img.contiguous(), kernel.size(-1)
+        if img.is_cuda or kernel.size(0) != 1 or k % 2 == 0:
+            return original(img, kernel)
+        b, c, h, w = img.shape
+        padded = torch.nn.functional.pad(img, (k // 2, ) * 4, mode='reflect')
+        out = torch.nn.functional.conv2d(padded.view(1, b * c, h + k - 1, w + k - 1),
+                                         kernel.view(1, 1, k, k).expand(b * c, 1, k, k), groups=b * c)
+        return out.view(b, c, h, w)
+
+    filter2D.__wrapped__ = original
+    return filter2D
+
+
+class MissingWeightsError(RuntimeError):
+    """Pretrained weights a loss needs are neither on disk nor downloadable; the message says what to put where."""
+
+
+def vgg_weights_url(vgg_type):
+    """torchvision's ImageNet weights of ``vgg_type`` ('vgg19', 'vgg16_bn', ...): what BasicSR's pretrained=True
+    downloads."""
+    from torchvision.models import get_model_weights
+    return get_model_weights(vgg_type).IMAGENET1K_V1.url
+
+
+def ensure_vgg_weights(vgg_type='vgg19'):
+    """Make sure BasicSR's VGGFeatureExtractor finds its weights: BasicSR's own file
+    (``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` under the current folder, vgg19 only) or torch hub's
+    cache, downloaded there now if missing. Without a network: :class:`MissingWeightsError`, one line."""
+    from basicsr.archs import vgg_arch
+    if vgg_type == 'vgg19' and osp.isfile(vgg_arch.VGG_PRETRAIN_PATH):
+        return osp.abspath(vgg_arch.VGG_PRETRAIN_PATH)
+    url = vgg_weights_url(vgg_type)
+    cached = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(url))
+    if osp.isfile(cached):
+        return cached
+    try:
+        os.makedirs(osp.dirname(cached), exist_ok=True)
+        torch.hub.download_url_to_file(url, cached, hash_prefix=osp.basename(url).split('-')[-1].split('.')[0])
+    except (OSError, RuntimeError) as err:  # URLError, timeouts, refused connections; a hash mismatch
+        where = osp.abspath(vgg_arch.VGG_PRETRAIN_PATH) + ' or ' if vgg_type == 'vgg19' else ''
+        raise MissingWeightsError(
+            f'the perceptual loss needs {vgg_type} ImageNet weights and downloading {url} failed '
+            f'({" ".join(str(err).split())}): put that file at {where}{cached}') from None
+    return cached
+
+
+def _vgg_weights_first(original):
+    """VGGFeatureExtractor: weights first (:func:`ensure_vgg_weights`); torchvision's two warnings about BasicSR's
+    ``pretrained=`` argument (still supported, same weights) silenced."""
+
+    def __init__(self, layer_name_list, vgg_type='vgg19', *args, **kwargs):
+        ensure_vgg_weights(vgg_type)
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', r".*('pretrained' is deprecated|other than a weight enum)", UserWarning)
+            original(self, layer_name_list, vgg_type, *args, **kwargs)
+
+    __init__.__wrapped__ = original
+    return __init__
+
+
 _training_fixes_installed = False
 
 
@@ -219,7 +323,10 @@ def install_training_fixes():
     - checkpoints and training states are written to a temporary name and renamed (never half-written);
     - option files are parsed with :class:`SafeOrderedLoader` (basicsr.utils.options.ordered_yaml);
     - the validation after the last iteration is skipped when the weights were just validated;
-    - train_pipeline's epoch count follows the train loader's length (it drops the last incomplete batch).
+    - train_pipeline's epoch count follows the train loader's length (it drops the last incomplete batch);
+    - RealESRNetModel / RealESRGANModel keep DiffJPEG, USMSharp and the training-pair queue on the model's device,
+      and their blur (filter2D) takes DiffJPEG's channels-last output;
+    - VGGFeatureExtractor (perceptual loss) gets its weights first, or fails with :class:`MissingWeightsError`.
     """
     global _training_fixes_installed
     if _training_fixes_installed:
@@ -236,4 +343,14 @@ def install_training_fixes():
     basicsr.utils.options.ordered_yaml = _safe_ordered_yaml(basicsr.utils.options.ordered_yaml)
     BaseModel.validation = _skip_repeated_validation(BaseModel.validation)
     basicsr.train.create_train_val_dataloader = _epochs_from_loader(basicsr.train.create_train_val_dataloader)
+    from basicsr.archs.vgg_arch import VGGFeatureExtractor
+    from basicsr.models.realesrgan_model import RealESRGANModel
+    from basicsr.models.realesrnet_model import RealESRNetModel
+    from basicsr.utils import img_process_util
+    img_process_util.filter2D = _filter2d_on_contiguous(img_process_util.filter2D)  # USMSharp's
+    for model in (RealESRNetModel, RealESRGANModel):
+        model.__init__ = _follow_model_device(model)
+        model._dequeue_and_enqueue = _queue_on_data_device(model._dequeue_and_enqueue)
+        sys.modules[model.__module__].filter2D = img_process_util.filter2D  # the degradations'
+    VGGFeatureExtractor.__init__ = _vgg_weights_first(VGGFeatureExtractor.__init__)
     _training_fixes_installed = True

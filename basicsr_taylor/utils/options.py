@@ -22,11 +22,20 @@ class OptionError(ValueError):
     """An option file that cannot work; the message names the key (``datasets:train:dataroot_gt``)."""
 
 
+def registered(registry, name):
+    """What ``registry.get(name)`` returns, or None; without its print. BasicSR registers its Real-ESRGAN classes as
+    ``<name>_basicsr`` (RealESRGANModel_basicsr, UNetDiscriminatorSN_basicsr, ...) and looks them up by either name."""
+    keys = registry.keys()
+    found = name if name in keys else f'{name}_basicsr' if f'{name}_basicsr' in keys else None
+    return registry.get(found) if found else None
+
+
 def _check_registered(registry, name, key):
     if name is None:
         raise OptionError(f'{key} is missing')
-    if name not in registry:
-        raise OptionError(f'{key}: unknown type {name!r}; registered: {", ".join(sorted(registry.keys()))}')
+    if registered(registry, name) is None:
+        names = sorted(k[:-len('_basicsr')] if k.endswith('_basicsr') else k for k in registry.keys())
+        raise OptionError(f'{key}: unknown type {name!r}; registered: {", ".join(names)}')
 
 
 def _image_sizes(root, io_backend, key, first_only=False):
@@ -63,6 +72,8 @@ def check_dataset(phase, dataset, scale):
     from basicsr.utils.registry import DATASET_REGISTRY
     prefix = f'datasets:{phase}'
     _check_registered(DATASET_REGISTRY, dataset.get('type'), f'{prefix}:type')
+    if dataset['type'] in ('RealESRGANDataset', 'RealESRGANPairedDataset', 'SingleImageDataset'):
+        return check_real_esrgan_dataset(phase, dataset)
     if dataset['type'] != 'PairedImageDataset':
         return
     backend = (dataset.get('io_backend') or {}).get('type')
@@ -95,7 +106,91 @@ def check_dataset(phase, dataset, scale):
                               f'use gt_size <= {fits} or leave the small images out')
 
 
-def check_network(network):
+# --- Real-ESRGAN (BasicSR's RealESRNetModel / RealESRGANModel and their datasets) --------------------------
+DEGRADATION_KEYS = ('resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range', 'poisson_scale_range',
+                    'gray_noise_prob', 'jpeg_range', 'second_blur_prob', 'resize_prob2', 'resize_range2',
+                    'gaussian_noise_prob2', 'noise_range2', 'poisson_scale_range2', 'gray_noise_prob2', 'jpeg_range2',
+                    'gt_size')  # top level, read by the models' feed_data
+USM_KEYS = {'RealESRNetModel': ('gt_usm', ), 'RealESRGANModel': ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')}
+KERNEL_KEYS = ('blur_kernel_size', 'kernel_list', 'kernel_prob', 'sinc_prob', 'blur_sigma', 'betag_range',
+               'betap_range', 'blur_kernel_size2', 'kernel_list2', 'kernel_prob2', 'sinc_prob2', 'blur_sigma2',
+               'betag_range2', 'betap_range2', 'final_sinc_prob', 'use_hflip', 'use_rot')  # RealESRGANDataset
+REAL_ESRGAN_CROP = 400  # RealESRGANDataset pads or crops every GT image to 400x400 before the degradations
+
+
+def _check_folder(key, root, want_images=True):
+    if not root:
+        raise OptionError(f'{key} is missing')
+    if not osp.isdir(root):
+        raise OptionError(f'{key}: folder not found: {root}')
+    if want_images and not list_images(root):
+        raise OptionError(f'{key}: no images in {root}')
+
+
+def check_real_esrgan_dataset(phase, dataset):
+    """RealESRGANDataset: its GT root and meta_info (disk) or LMDB exist, every kernel option is there.
+    RealESRGANPairedDataset and SingleImageDataset: their folders exist."""
+    prefix, kind = f'datasets:{phase}', dataset.get('type')
+    backend = (dataset.get('io_backend') or {}).get('type')
+    if kind == 'SingleImageDataset':
+        return _check_folder(f'{prefix}:dataroot_lq', dataset.get('dataroot_lq'), backend != 'lmdb')
+    if kind == 'RealESRGANPairedDataset':
+        for which in ('gt', 'lq'):
+            _check_folder(f'{prefix}:dataroot_{which}', dataset.get(f'dataroot_{which}'), False)
+        return None
+    if backend not in ('disk', 'lmdb'):
+        raise OptionError(f'{prefix}:io_backend:type must be disk or lmdb, got {backend!r}')
+    _check_folder(f'{prefix}:dataroot_gt', dataset.get('dataroot_gt'), want_images=False)
+    if backend == 'lmdb':
+        _image_sizes(dataset['dataroot_gt'], 'lmdb', f'{prefix}:dataroot_gt', first_only=True)
+    else:
+        meta = dataset.get('meta_info')
+        if not meta or not osp.isfile(meta):
+            raise OptionError(f'{prefix}:meta_info: file not found: {meta} (basicsr-taylor-prepare --hr-only writes it)')
+        with open(meta) as f:
+            first = f.readline().strip().split(' ')[0]
+        if not first or not osp.isfile(osp.join(dataset['dataroot_gt'], first)):
+            raise OptionError(f'{prefix}:meta_info: its first image {first!r} is not in dataroot_gt '
+                              f'{dataset["dataroot_gt"]} (the paths in {meta} are relative to dataroot_gt)')
+    for key in KERNEL_KEYS:
+        if key not in dataset:
+            raise OptionError(f'{prefix}:{key} is missing (RealESRGANDataset reads it)')
+    for suffix in ('', '2'):
+        if len(dataset[f'kernel_list{suffix}']) != len(dataset[f'kernel_prob{suffix}']):
+            raise OptionError(f'{prefix}:kernel_prob{suffix} needs one probability per kernel_list{suffix} entry')
+    return None
+
+
+def check_real_esrgan(opt):
+    """The top-level degradation options of RealESRNetModel / RealESRGANModel, the GT crop, the training-pair queue
+    against the batch, and network_d."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+    model, scale = opt.get('model_type'), opt.get('scale')
+    if model not in USM_KEYS or not opt.get('is_train') or not opt.get('high_order_degradation', True):
+        return
+    for key in DEGRADATION_KEYS + USM_KEYS[model]:
+        if key not in opt:
+            raise OptionError(f'{key} is missing ({model} reads it at the top level of the option file)')
+    train = opt['datasets']['train']
+    if train.get('type') != 'RealESRGANDataset':
+        raise OptionError(f'datasets:train:type must be RealESRGANDataset for {model} (it gives the blur kernels); '
+                          'or set high_order_degradation: false for paired data')
+    gt_size = opt['gt_size']
+    if gt_size % scale or gt_size > REAL_ESRGAN_CROP:
+        raise OptionError(f'gt_size={gt_size} must be a multiple of scale {scale} and at most {REAL_ESRGAN_CROP} '
+                          '(RealESRGANDataset crops GT to 400)')
+    batch, queue = train.get('batch_size_per_gpu'), opt.get('queue_size', 180)
+    if not batch or queue % batch:
+        raise OptionError(f'queue_size={queue} is not a multiple of datasets:train:batch_size_per_gpu={batch}')
+    if model == 'RealESRGANModel':
+        network_d = opt.get('network_d')
+        if not network_d:
+            raise OptionError('network_d is missing (RealESRGANModel trains a discriminator)')
+        _check_registered(ARCH_REGISTRY, network_d.get('type'), 'network_d:type')
+        check_network(network_d, 'network_d')
+
+
+def check_network(network, key='network_g'):
     """Build ``network_g`` once (on the CPU, warnings left to the real build): a bad argument fails here, before
     BasicSR archives the experiment folder. Not basicsr's build_network: its logger must not start yet."""
     from basicsr.utils.registry import ARCH_REGISTRY
@@ -103,10 +198,10 @@ def check_network(network):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            ARCH_REGISTRY.get(network['type'])(**kwargs)
+            registered(ARCH_REGISTRY, network['type'])(**kwargs)
     except Exception as err:  # noqa: BLE001  (ValueError/TypeError/assertions of any architecture)
         detail = str(err) if isinstance(err, ValueError) else f'{type(err).__name__}: {err}'
-        raise OptionError(f'network_g ({network["type"]}): {" ".join(detail.split())}') from None
+        raise OptionError(f'{key} ({network["type"]}): {" ".join(detail.split())}') from None
 
 
 def check_options(opt):
@@ -129,6 +224,7 @@ def check_options(opt):
     for phase, dataset in opt['datasets'].items():
         check_dataset(phase, dataset, scale)
     check_network(network)
+    check_real_esrgan(opt)
     pretrained = (opt.get('path') or {}).get('pretrain_network_g')
     if pretrained and not opt.get('auto_resume') and not osp.isfile(pretrained):
         raise OptionError(f'path:pretrain_network_g: file not found: {pretrained}')
@@ -167,6 +263,9 @@ def checked(parse_options):
             check_options(opt)
         except OptionError as err:
             raise OptionError(f'{args.opt}: {err}') from None
+        perceptual = (opt.get('train') or {}).get('perceptual_opt') if opt.get('is_train') else None
+        if perceptual:  # download the VGG weights (or fail in one line) before BasicSR creates the experiment
+            compat.ensure_vgg_weights(perceptual.get('vgg_type', 'vgg19'))
         return opt, args
 
     parse_and_check.__wrapped__ = parse_options
@@ -209,5 +308,5 @@ def run_basicsr_pipeline(kind, argv=None):
     try:
         read_option_file(args.opt)
         getattr(module, f'{kind}_pipeline')(os.getcwd())
-    except OptionError as err:
+    except (OptionError, compat.MissingWeightsError) as err:
         raise SystemExit(f'basicsr-taylor-{kind}: error: {err}') from None
