@@ -83,6 +83,26 @@ def quickstart_options(dataroots, total_iter=TOTAL_ITER, network=None, name=NAME
     }
 
 
+def options_to_train_further(train_opt):
+    """The quickstart's option file with as many iterations again, for ``--auto_resume`` from its last state: the
+    cosine schedule restarts at half the peak learning rate for the new iterations (a resumed run follows the
+    schedule of its option file: README, BasicSR behaviours changed)."""
+    opt = {key: (dict(value) if isinstance(value, dict) else value) for key, value in train_opt.items()}
+    total = train_opt['train']['total_iter']
+    periods = list(train_opt['train']['scheduler']['periods'])
+    weights = list(train_opt['train']['scheduler']['restart_weights'])
+    opt['train'] = dict(train_opt['train'], total_iter=2 * total, scheduler=dict(
+        train_opt['train']['scheduler'], periods=periods + [total], restart_weights=weights + [weights[-1] / 2]))
+    return opt
+
+
+def next_commands(further_path, test_path, val_lq, model_path):
+    """The commands the quickstart prints at the end, each one working from the state it leaves."""
+    return [f'{command("test")} -opt {test_path}            # PSNR/SSIM and SR images in results/',
+            f'{command("infer")} -i {val_lq} -o results/quickstart_infer --model {model_path}',
+            f'{command("train")} -opt {further_path} --auto_resume   # train as long again (lr restarts at half)']
+
+
 def _metrics():
     metric = dict(crop_border=SCALE, test_y_channel=True)
     return dict(psnr=dict(type='calculate_psnr', **metric), ssim=dict(type='calculate_ssim', **metric))
@@ -226,13 +246,12 @@ def run(argv=None):
     picture = 'quickstart_comparison.png'
     write_image(comparison_image(rows[0]), picture)
     test_path = write_options(options_for_test(opt, model_path), osp.join(DATA_DIR, f'test_{NAME}.yml'))
+    further_path = write_options(options_to_train_further(opt), osp.join(DATA_DIR, f'train_further_{NAME}.yml'))
     print(f'\nValidation on crops of {", ".join(p[0] for p in VAL_PHOTOS)} (held out, x{SCALE}):\n{table}')
     print(f'Total time {time.time() - start:.0f} s. Logs and checkpoints: experiments/{NAME}/, '
-          f'tensorboard: tb_logger/{NAME}/, side by side: {picture}. Next:\n'
-          f'  {command("test")} -opt {test_path}            # PSNR/SSIM and SR images in results/\n'
-          f'  {command("infer")} -i {opt["datasets"]["val"]["dataroot_lq"]} -o results/quickstart_infer '
-          f'--model {model_path}\n'
-          f'  {command("train")} -opt {opt_path} --auto_resume   # train further (raise train:total_iter)')
+          f'tensorboard: tb_logger/{NAME}/, side by side: {picture}. Next:')
+    for line in next_commands(further_path, test_path, opt['datasets']['val']['dataroot_lq'], model_path):
+        print('  ' + line)
     return gain
 
 

@@ -128,3 +128,21 @@ def test_option_file_errors_are_clear(tmp_path):
     with pytest.raises(CheckpointError, match=r'evil.yml: line 1: could not determine a constructor .*python/obj'):
         load_network(model_path, str(tmp_path / 'evil.yml'))
     assert not os.path.exists('code_ran') and not os.path.exists(tmp_path / 'code_ran')
+
+
+def test_a_misspelled_network_key_is_an_error_not_a_default(tmp_path):
+    """window_sise: 8 built a window-48 network for a window-8 checkpoint (TaylorSwinIR only warned)."""
+    model_path = str(tmp_path / 'experiments' / 'tiny' / 'models' / 'net_g_1.pth')
+    os.makedirs(os.path.dirname(model_path))
+    torch.save({'params': build().state_dict()}, model_path)
+    net = {key: value for key, value in TINY.items() if key != 'window_size'}
+    with open(tmp_path / 'typo.yml', 'w') as f:
+        yaml.safe_dump({'name': 'tiny', 'network_g': {**net, 'window_sise': 8}}, f)
+    for opt in (str(tmp_path / 'typo.yml'), None):  # given with --opt, or found next to the checkpoint
+        if opt is None:
+            os.replace(tmp_path / 'typo.yml', tmp_path / 'experiments' / 'tiny' / 'train_tiny.yml')
+        with pytest.raises(CheckpointError) as error:
+            load_network(model_path, opt)
+        assert str(error.value).endswith("train_tiny.yml: network_g:window_sise: unknown key; did you mean "
+                                         "'window_size'?" if opt is None else "typo.yml: network_g:window_sise: "
+                                         "unknown key; did you mean 'window_size'?"), str(error.value)

@@ -11,9 +11,13 @@ import basicsr_taylor  # noqa: F401  (registers TaylorSwinIR)
 from basicsr.archs import build_network
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 from basicsr_taylor import TaylorSwinIR
-from basicsr_taylor.utils.options import read_option_file, registered
+from basicsr_taylor.utils.options import read_option_file
 
 OPTIONS = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', '*.yml')))
+def registered(registry, name):  # BasicSR registers its Real-ESRGAN classes as <name>_basicsr
+    return name in registry or f'{name}_basicsr' in registry
+
+
 CLASSICAL = [p for p in OPTIONS if re.search(r'/(train|test)_x\d\.yml$', p)]  # bicubic SR; the others: real-world
 BENCHMARKS = ['Set5', 'Set14', 'BSD100', 'Urban100', 'Manga109']
 

@@ -21,7 +21,7 @@ from basicsr.models.base_model import BaseModel
 from basicsr_taylor import infer, prepare_data
 from basicsr_taylor.data import lanczos_resize, multiscale_sizes, sample_photo
 from basicsr_taylor.quickstart import write_options
-from basicsr_taylor.utils import compat
+from basicsr_taylor.utils import compat, pretrained
 from basicsr_taylor.utils.checkpoint import load_network
 from basicsr_taylor.utils.options import OptionError, check_options, read_option_file, run_basicsr_pipeline
 
@@ -80,7 +80,7 @@ def random_vgg(monkeypatch):
     asked = []
     monkeypatch.setattr(vgg, 'vgg19', lambda pretrained=False, **kwargs: types.SimpleNamespace(
         features=vgg.make_layers(vgg.cfgs['E'])))
-    monkeypatch.setattr(compat, 'ensure_vgg_weights', lambda vgg_type='vgg19': asked.append(vgg_type))
+    monkeypatch.setattr(pretrained, 'ensure_vgg_weights', lambda vgg_type='vgg19': asked.append(vgg_type))
     return asked
 
 
@@ -178,11 +178,16 @@ def test_recipes_mirror_real_esrgan_and_pass_the_checks(workdir):
     (lambda o: o.pop('resize_prob'), 'resize_prob is missing'),
     (lambda o: o.update(gt_size=416), 'gt_size=416 must be a multiple of scale 4 and at most 400'),
     (lambda o: o.pop('network_d'), 'network_d is missing'),
-    (lambda o: o['network_d'].update(num_feet=4), "network_d (UNetDiscriminatorSN): TypeError"),
+    (lambda o: o['network_d'].update(num_feet=4), "network_d:num_feet: unknown key; did you mean 'num_feat'?"),
+    (lambda o: o['network_d'].update(num_in_ch='rgb'), 'network_d (UNetDiscriminatorSN): TypeError'),
     (lambda o: o['datasets']['train'].update(meta_info='nowhere.txt'), 'datasets:train:meta_info: file not found'),
     (lambda o: o['datasets']['train'].pop('kernel_prob2'), 'datasets:train:kernel_prob2 is missing'),
-    (lambda o: o['datasets']['train'].update(type='SingleImageDataset', dataroot_lq=o['datasets']['val']['dataroot_lq']),
+    (lambda o: o['datasets']['train'].update(gt_sise=32), "datasets:train:gt_sise: unknown key; did you mean 'gt_size'?"),
+    (lambda o: o['datasets'].update(train=dict(o['datasets']['val'], gt_size=32, use_hflip=True, use_rot=False,
+                                               batch_size_per_gpu=2, num_worker_per_gpu=0)),
      'datasets:train:type must be RealESRGANDataset for RealESRGANModel'),
+    (lambda o: o['datasets']['train'].update(gt_size=256), 'datasets:train:gt_size=256 differs from gt_size=32'),
+    (lambda o: o['datasets']['train'].update(kernel_prob=[1.0]), 'datasets:train:kernel_prob needs one probability'),
 ])
 def test_bad_real_esrgan_options_name_the_problem(workdir, change, message):
     opt = shrunk('realesrgan', workdir, pretrained=False)
@@ -216,11 +221,11 @@ def test_vgg_weights_are_downloaded_to_torch_hub_once(tmp_path, monkeypatch):
                         lambda url, dst, hash_prefix=None: downloads.append((url, dst, hash_prefix)) or
                         open(dst, 'wb').close())
     cached = str(tmp_path / 'torch' / 'hub' / 'checkpoints' / 'vgg19-dcbb9e9d.pth')
-    assert compat.ensure_vgg_weights('vgg19') == cached and compat.ensure_vgg_weights('vgg19') == cached
+    assert pretrained.ensure_vgg_weights('vgg19') == cached and pretrained.ensure_vgg_weights('vgg19') == cached
     assert downloads == [(VGG19_URL, cached, 'dcbb9e9d')]  # where torchvision's vgg19(pretrained=True) looks
     os.makedirs('experiments/pretrained_models')
     open('experiments/pretrained_models/vgg19-dcbb9e9d.pth', 'wb').close()  # BasicSR's own place comes first
-    assert compat.ensure_vgg_weights('vgg19') == str(tmp_path / 'experiments/pretrained_models/vgg19-dcbb9e9d.pth')
+    assert pretrained.ensure_vgg_weights('vgg19') == str(tmp_path / 'experiments/pretrained_models/vgg19-dcbb9e9d.pth')
 
 
 def test_basicsr_vgg_asks_torchvision_for_the_same_file(monkeypatch):
@@ -236,11 +241,11 @@ def test_basicsr_vgg_asks_torchvision_for_the_same_file(monkeypatch):
         raise ConnectionAbortedError('stop here')
 
     monkeypatch.setattr(api, 'load_state_dict_from_url', refuse)
-    monkeypatch.setattr(compat, 'ensure_vgg_weights', lambda vgg_type: None)
+    monkeypatch.setattr(pretrained, 'ensure_vgg_weights', lambda vgg_type: None)
     monkeypatch.setattr('basicsr.archs.vgg_arch.VGG_PRETRAIN_PATH', 'nowhere/vgg19-dcbb9e9d.pth')
     with pytest.raises(ConnectionAbortedError), torch.device('meta'):  # meta: VGG19's 143 M parameters left unset
         VGGFeatureExtractor(['conv1_2'], vgg_type='vgg19')
-    assert asked == [VGG19_URL] == [compat.vgg_weights_url('vgg19')]
+    assert asked == [VGG19_URL] == [pretrained.vgg_weights_url('vgg19')]
 
 
 def test_without_network_a_missing_vgg_is_a_one_line_error(workdir, tmp_path, monkeypatch, capsys):

@@ -2,10 +2,12 @@
 checkpoints -> a run killed mid-way and continued with --auto_resume -> the test pipeline; 2-process gloo
 torchrun; resume-state loading; bad option files."""
 import glob
+import math
 import os
 import os.path as osp
 import re
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -111,7 +113,9 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     resumed = int(re.search(r'Resuming training from epoch: \d+, iter: (\d+)\.', log).group(1))
     assert resumed in saved and resumed >= max(saved) - 4
     assert re.search(r'iter:\s+60, lr', log)  # ran to the end
-    assert '@ 60 iter' in log and '@ 61 iter' not in log  # validated once at the end, not again at 61
+    resumed_log = log[log.index('Resuming training from'):]
+    # validated every 4 iterations up to 60, and not again after the last one ("Best: ... @ 60 iter" names the best)
+    assert resumed_log.count('Validation SamplePhotosVal') == (60 - resumed) // 4
     assert f'iter:{resumed + 1:8,d}, lr' in log
     assert re.search(r'Validation SamplePhotosVal\s+# psnr: \d+\.\d+.*\s+# ssim: 0\.\d+', log)
     models = root / 'experiments' / name / 'models'
@@ -383,3 +387,36 @@ def test_quickstart_prints_commands_the_user_can_type(monkeypatch, tmp_path):
     monkeypatch.setenv('PATH', str(bin_dir))
     (bin_dir / 'basicsr-taylor-test').chmod(0o755)
     assert quickstart.command('test') == 'basicsr-taylor-test'
+
+
+def test_the_quickstarts_train_further_command_runs(workdir):
+    """The quickstart printed `train -opt <its file> --auto_resume  # raise train:total_iter`, which crashed in
+    BasicSR's scheduler (TypeError) because the resumed state brought back the old cosine periods. Now it prints
+    a command for an option file with a second cosine period; that command runs. Starting a finished run again
+    does not validate its last weights again."""
+    root, name = workdir, 'further'
+    opt = tiny_options(root, name, total_iter=8, checkpoint_every=4)
+    opt_path = write_options(opt, str(root / 'further.yml'))
+    done = subprocess.run(train_cmd(opt_path, as_module=True), cwd=root, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = read_logs(root, name)
+    done = subprocess.run(train_cmd(opt_path, '--auto_resume', as_module=True), cwd=root, env=ENV,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = read_logs(root, name)[len(first):]
+    assert re.search(r'Resuming training from epoch: \d+, iter: 8\.', again) and 'Validation' not in again
+
+    further_path = write_options(quickstart.options_to_train_further(opt), str(root / 'train_further.yml'))
+    line = quickstart.next_commands(further_path, 'test.yml', 'lq', 'net.pth')[-1]
+    args = shlex.split(line.split('#')[0])
+    done = subprocess.run([sys.executable, '-m', 'basicsr_taylor.train', *args[args.index('-opt'):]], cwd=root, env=ENV,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = read_logs(root, name)[len(first) + len(again):]
+    assert re.search(r'Resuming training from epoch: \d+, iter: 8\.', log) and re.search(r'iter:\s+16, lr', log)
+    assert log.count('Validation SamplePhotosVal') == 2  # at 12 and 16
+    lrs = [float(x) for x in re.findall(r'iter:\s+\d+, lr:\(([\d.e+-]+),\)', log)]
+    # BasicSR logs the rate before each step: the first cycle's end, then the second cycle at half the peak
+    assert len(lrs) == 8 and lrs[0] == 1e-5
+    assert lrs[1] == pytest.approx(1e-5 + 0.25 * (4e-3 - 1e-5) * (1 + math.cos(math.pi / 8)), rel=1e-3)
+    assert states(root, name) == [4, 8, 12, 16]

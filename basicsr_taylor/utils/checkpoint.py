@@ -13,7 +13,9 @@ from os import path as osp
 import torch
 
 from basicsr.archs import build_network
+from basicsr.utils.registry import ARCH_REGISTRY
 
+from .option_keys import check_typed
 from .options import OptionError, read_option_file
 
 PARAM_KEYS = ('params_ema', 'params')  # preferred first: the EMA weights are the ones BasicSR evaluates
@@ -22,6 +24,10 @@ OPTION_SUFFIXES = ('.yml', '.yaml')
 
 class CheckpointError(ValueError):
     """A checkpoint or option file that cannot give a working network."""
+
+
+class NetworkOptionError(CheckpointError):
+    """A network_g section with an unknown or missing key (TaylorSwinIR only warns about unknown arguments)."""
 
 
 def load_state_dict(model_path):
@@ -71,6 +77,10 @@ def read_network_options(opt_path):
         raise CheckpointError(f'option file {error}') from None
     if not isinstance(opt.get('network_g'), dict) or 'type' not in opt['network_g']:
         raise CheckpointError(f'option file {opt_path} has no network_g section with a type')
+    try:
+        check_typed('network_g:', opt['network_g'], ARCH_REGISTRY)
+    except OptionError as error:
+        raise NetworkOptionError(f'option file {opt_path}: {error}') from None
     return copy.deepcopy(dict(opt['network_g']))
 
 
@@ -90,6 +100,8 @@ def find_option_file(model_path):
     for candidate in candidates:
         try:
             found[candidate] = read_network_options(candidate)
+        except NetworkOptionError:
+            raise
         except CheckpointError:
             continue
     if not found:

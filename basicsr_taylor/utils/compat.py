@@ -11,6 +11,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import time
 import types
 import warnings
 from collections import OrderedDict
@@ -21,6 +22,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
+from . import pretrained
 from .files import atomic_path
 
 _installed = False
@@ -143,32 +145,87 @@ def load_resume_state(opt):
     return None
 
 
-class _TorchWithAtomicSave:
-    """Stands in for ``torch`` inside basicsr.models.base_model, whose save_network and save_training_state
-    write checkpoints in place: a run killed mid-write left a truncated file. Same module, except that
-    ``save(obj, path)`` writes a temporary file and renames it over ``path`` when complete (``files.atomic_path``)."""
+def _save_atomically(obj, path, what):
+    """torch.save to a temporary name renamed over ``path`` when complete; BasicSR's three tries and messages."""
+    logger = logging.getLogger('basicsr')
+    for retry in (2, 1, 0):
+        try:
+            with atomic_path(path) as temp_path:
+                torch.save(obj, temp_path)
+            return
+        except Exception as err:  # noqa: BLE001  (as BasicSR: any error is retried)
+            logger.warning(f'Save {what} error: {err}, remaining retry times: {retry}')
+            time.sleep(1)
+    logger.warning(f'Still cannot save {path}. Just ignore it.')
 
-    def __getattr__(self, name):
-        return getattr(torch, name)
 
-    @staticmethod
-    def save(obj, f, *args, **kwargs):
-        if not isinstance(f, (str, os.PathLike)):
-            return torch.save(obj, f, *args, **kwargs)
-        with atomic_path(os.fspath(f)) as temp_path:
-            torch.save(obj, temp_path, *args, **kwargs)
-        return None
+def save_network(self, net, net_label, current_iter, param_key='params'):
+    """BaseModel.save_network, written atomically (BasicSR wrote in place: a killed run left a truncated file)."""
+    nets, keys = (x if isinstance(x, list) else [x] for x in (net, param_key))
+    assert len(nets) == len(keys), 'The lengths of net and param_key should be the same.'
+    save_dict = {key: {(name[7:] if name.startswith('module.') else name): value.cpu()
+                       for name, value in self.get_bare_model(one).state_dict().items()}
+                 for one, key in zip(nets, keys)}
+    label = 'latest' if current_iter == -1 else current_iter
+    _save_atomically(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'), 'model')
+
+
+def save_training_state(self, epoch, current_iter):
+    """BaseModel.save_training_state, written atomically."""
+    if current_iter != -1:
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        _save_atomically(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'),
+                         'training state')
+
+
+# what a scheduler's state holds of its schedule (the rest: position and learning rates)
+SCHEDULE_KEYS = ('milestones', 'gamma', 'restarts', 'restart_weights', 'periods', 'eta_min', 'cumulative_period')
+
+
+def _resume_with_the_options_schedule(original):
+    """resume_training restored the schedulers' whole state, so the schedule of the first run came back with it:
+    a resume with a longer train:total_iter and train:scheduler:periods still ended the cosine at the old periods
+    (BasicSR's TypeError past their end). Keep the restored position and learning rates, take the schedule from
+    the option file. Also notes the resumed iteration for :func:`_skip_repeated_validation`."""
+
+    def resume_training(self, resume_state):
+        schedules = [s.state_dict() for s in self.schedulers]  # built from the option file
+        original(self, resume_state)
+        for scheduler, schedule in zip(self.schedulers, schedules):
+            for key in SCHEDULE_KEYS:
+                if key in schedule:
+                    setattr(scheduler, key, schedule[key])
+        self._weights_iter = resume_state['iter']
+        val_freq = (self.opt.get('val') or {}).get('val_freq')
+        if val_freq and resume_state['iter'] % int(val_freq) == 0:  # validated before the state was saved
+            self._validated_iters = {'resumed': resume_state['iter']}
+
+    resume_training.__wrapped__ = original
+    return resume_training
+
+
+def _note_iteration(original):
+    def update_learning_rate(self, current_iter, warmup_iter=-1):
+        self._weights_iter = current_iter  # train_pipeline calls it before every optimisation step
+        return original(self, current_iter, warmup_iter)
+
+    update_learning_rate.__wrapped__ = original
+    return update_learning_rate
 
 
 def _skip_repeated_validation(original):
     """train_pipeline validates once more after its last iteration: when total_iter is a multiple of val_freq,
-    that repeats the validation just done on the same weights (``@ 800 iter``, then ``@ 801 iter``)."""
+    that repeats the validation just done on the same weights (``@ 800 iter``, then ``@ 801 iter``), and a
+    finished run started again with --auto_resume validated its last weights again. Skip a validation when no
+    iteration has trained since the last one on the same data."""
 
     def validation(self, dataloader, current_iter, tb_logger, save_img=False):
-        weights = tuple(p._version for p in self.net_g.parameters())  # every optimizer step bumps them
-        if getattr(self, '_validated', None) == (dataloader, weights):
+        weights = getattr(self, '_weights_iter', None)  # None: not training (test pipeline)
+        done = getattr(self, '_validated_iters', {})
+        if weights is not None and weights in (done.get(id(dataloader)), done.get('resumed')):
             return None
-        self._validated = (dataloader, weights)
+        self._validated_iters = {**done, id(dataloader): weights}
         return original(self, dataloader, current_iter, tb_logger, save_img)
 
     validation.__wrapped__ = original
@@ -208,7 +265,7 @@ def _safe_ordered_yaml(original):
     return ordered_yaml
 
 
-# --- Real-ESRGAN: the models follow their device; the perceptual loss's VGG weights or a one-line error ------
+# --- Real-ESRGAN: the models follow their device, their blur takes any layout, VGG's weights are there first -----
 
 def _follow_model_device(cls):
     """RealESRNetModel / RealESRGANModel.__init__ build ``DiffJPEG().cuda()`` and ``USMSharp().cuda()``: put them
@@ -217,8 +274,7 @@ def _follow_model_device(cls):
     def __init__(self, opt):
         super(cls, self).__init__(opt)  # SRModel / SRGANModel: networks, losses, optimizers on self.device
         from basicsr.utils import DiffJPEG, USMSharp
-        self.jpeger = DiffJPEG(differentiable=False).to(self.device)  # simulate JPEG compression artifacts
-        self.usm_sharpener = USMSharp().to(self.device)  # unsharp masking of the GT
+        self.jpeger, self.usm_sharpener = DiffJPEG(differentiable=False).to(self.device), USMSharp().to(self.device)
         self.queue_size = opt.get('queue_size', 180)
 
     __init__.__wrapped__ = cls.__init__
@@ -264,45 +320,12 @@ def _filter2d_on_contiguous(original):
     return filter2D
 
 
-class MissingWeightsError(RuntimeError):
-    """Pretrained weights a loss needs are neither on disk nor downloadable; the message says what to put where."""
-
-
-def vgg_weights_url(vgg_type):
-    """torchvision's ImageNet weights of ``vgg_type`` ('vgg19', 'vgg16_bn', ...): what BasicSR's pretrained=True
-    downloads."""
-    from torchvision.models import get_model_weights
-    return get_model_weights(vgg_type).IMAGENET1K_V1.url
-
-
-def ensure_vgg_weights(vgg_type='vgg19'):
-    """Make sure BasicSR's VGGFeatureExtractor finds its weights: BasicSR's own file
-    (``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` under the current folder, vgg19 only) or torch hub's
-    cache, downloaded there now if missing. Without a network: :class:`MissingWeightsError`, one line."""
-    from basicsr.archs import vgg_arch
-    if vgg_type == 'vgg19' and osp.isfile(vgg_arch.VGG_PRETRAIN_PATH):
-        return osp.abspath(vgg_arch.VGG_PRETRAIN_PATH)
-    url = vgg_weights_url(vgg_type)
-    cached = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(url))
-    if osp.isfile(cached):
-        return cached
-    try:
-        os.makedirs(osp.dirname(cached), exist_ok=True)
-        torch.hub.download_url_to_file(url, cached, hash_prefix=osp.basename(url).split('-')[-1].split('.')[0])
-    except (OSError, RuntimeError) as err:  # URLError, timeouts, refused connections; a hash mismatch
-        where = osp.abspath(vgg_arch.VGG_PRETRAIN_PATH) + ' or ' if vgg_type == 'vgg19' else ''
-        raise MissingWeightsError(
-            f'the perceptual loss needs {vgg_type} ImageNet weights and downloading {url} failed '
-            f'({" ".join(str(err).split())}): put that file at {where}{cached}') from None
-    return cached
-
-
 def _vgg_weights_first(original):
-    """VGGFeatureExtractor: weights first (:func:`ensure_vgg_weights`); torchvision's two warnings about BasicSR's
-    ``pretrained=`` argument (still supported, same weights) silenced."""
+    """VGGFeatureExtractor: weights first (``pretrained.ensure_vgg_weights``: there, downloaded, or a one-line error);
+    torchvision's two warnings about BasicSR's ``pretrained=`` argument (still supported, same weights) silenced."""
 
     def __init__(self, layer_name_list, vgg_type='vgg19', *args, **kwargs):
-        ensure_vgg_weights(vgg_type)
+        pretrained.ensure_vgg_weights(vgg_type)
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', r".*('pretrained' is deprecated|other than a weight enum)", UserWarning)
             original(self, layer_name_list, vgg_type, *args, **kwargs)
@@ -321,22 +344,25 @@ def install_training_fixes():
     - init_dist as used by basicsr.utils.options.parse_options -> gloo without CUDA, BasicSR's with CUDA;
     - BaseModel.model_to_device -> DDP without device_ids when there is no CUDA;
     - checkpoints and training states are written to a temporary name and renamed (never half-written);
+    - a resumed run keeps the schedule of its option file (BasicSR restored the first run's);
     - option files are parsed with :class:`SafeOrderedLoader` (basicsr.utils.options.ordered_yaml);
     - the validation after the last iteration is skipped when the weights were just validated;
     - train_pipeline's epoch count follows the train loader's length (it drops the last incomplete batch);
     - RealESRNetModel / RealESRGANModel keep DiffJPEG, USMSharp and the training-pair queue on the model's device,
       and their blur (filter2D) takes DiffJPEG's channels-last output;
-    - VGGFeatureExtractor (perceptual loss) gets its weights first, or fails with :class:`MissingWeightsError`.
+    - VGGFeatureExtractor (perceptual loss) gets its weights first, or fails in one line (utils/pretrained.py).
     """
     global _training_fixes_installed
     if _training_fixes_installed:
         return
     install()
-    import basicsr.models.base_model
     import basicsr.train
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
-    basicsr.models.base_model.torch = _TorchWithAtomicSave()
+    BaseModel.save_network = save_network
+    BaseModel.save_training_state = save_training_state
+    BaseModel.resume_training = _resume_with_the_options_schedule(BaseModel.resume_training)
+    BaseModel.update_learning_rate = _note_iteration(BaseModel.update_learning_rate)
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.options.init_dist = _cpu_aware_init_dist
     BaseModel.model_to_device = _cpu_aware_model_to_device(BaseModel.model_to_device)

@@ -8,34 +8,24 @@ import argparse
 import importlib
 import os
 import os.path as osp
+import random
+import re
 import sys
 import warnings
 
 import yaml
 from PIL import Image
 
-from . import compat
+from . import compat, pretrained
 from .image_io import list_images
+from .option_keys import OptionError, _registered, check_keys
+from .real_esrgan_options import check_real_esrgan, check_real_esrgan_dataset
 
-
-class OptionError(ValueError):
-    """An option file that cannot work; the message names the key (``datasets:train:dataroot_gt``)."""
-
-
-def registered(registry, name):
-    """What ``registry.get(name)`` returns, or None; without its print. BasicSR registers its Real-ESRGAN classes as
-    ``<name>_basicsr`` (RealESRGANModel_basicsr, UNetDiscriminatorSN_basicsr, ...) and looks them up by either name."""
-    keys = registry.keys()
-    found = name if name in keys else f'{name}_basicsr' if f'{name}_basicsr' in keys else None
-    return registry.get(found) if found else None
+__all__ = ['OptionError', 'check_options', 'parse_options', 'read_option_file', 'run_basicsr_pipeline']
 
 
 def _check_registered(registry, name, key):
-    if name is None:
-        raise OptionError(f'{key} is missing')
-    if registered(registry, name) is None:
-        names = sorted(k[:-len('_basicsr')] if k.endswith('_basicsr') else k for k in registry.keys())
-        raise OptionError(f'{key}: unknown type {name!r}; registered: {", ".join(names)}')
+    _registered(registry, name, key)
 
 
 def _image_sizes(root, io_backend, key, first_only=False):
@@ -106,90 +96,6 @@ def check_dataset(phase, dataset, scale):
                               f'use gt_size <= {fits} or leave the small images out')
 
 
-# --- Real-ESRGAN (BasicSR's RealESRNetModel / RealESRGANModel and their datasets) --------------------------
-DEGRADATION_KEYS = ('resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range', 'poisson_scale_range',
-                    'gray_noise_prob', 'jpeg_range', 'second_blur_prob', 'resize_prob2', 'resize_range2',
-                    'gaussian_noise_prob2', 'noise_range2', 'poisson_scale_range2', 'gray_noise_prob2', 'jpeg_range2',
-                    'gt_size')  # top level, read by the models' feed_data
-USM_KEYS = {'RealESRNetModel': ('gt_usm', ), 'RealESRGANModel': ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')}
-KERNEL_KEYS = ('blur_kernel_size', 'kernel_list', 'kernel_prob', 'sinc_prob', 'blur_sigma', 'betag_range',
-               'betap_range', 'blur_kernel_size2', 'kernel_list2', 'kernel_prob2', 'sinc_prob2', 'blur_sigma2',
-               'betag_range2', 'betap_range2', 'final_sinc_prob', 'use_hflip', 'use_rot')  # RealESRGANDataset
-REAL_ESRGAN_CROP = 400  # RealESRGANDataset pads or crops every GT image to 400x400 before the degradations
-
-
-def _check_folder(key, root, want_images=True):
-    if not root:
-        raise OptionError(f'{key} is missing')
-    if not osp.isdir(root):
-        raise OptionError(f'{key}: folder not found: {root}')
-    if want_images and not list_images(root):
-        raise OptionError(f'{key}: no images in {root}')
-
-
-def check_real_esrgan_dataset(phase, dataset):
-    """RealESRGANDataset: its GT root and meta_info (disk) or LMDB exist, every kernel option is there.
-    RealESRGANPairedDataset and SingleImageDataset: their folders exist."""
-    prefix, kind = f'datasets:{phase}', dataset.get('type')
-    backend = (dataset.get('io_backend') or {}).get('type')
-    if kind == 'SingleImageDataset':
-        return _check_folder(f'{prefix}:dataroot_lq', dataset.get('dataroot_lq'), backend != 'lmdb')
-    if kind == 'RealESRGANPairedDataset':
-        for which in ('gt', 'lq'):
-            _check_folder(f'{prefix}:dataroot_{which}', dataset.get(f'dataroot_{which}'), False)
-        return None
-    if backend not in ('disk', 'lmdb'):
-        raise OptionError(f'{prefix}:io_backend:type must be disk or lmdb, got {backend!r}')
-    _check_folder(f'{prefix}:dataroot_gt', dataset.get('dataroot_gt'), want_images=False)
-    if backend == 'lmdb':
-        _image_sizes(dataset['dataroot_gt'], 'lmdb', f'{prefix}:dataroot_gt', first_only=True)
-    else:
-        meta = dataset.get('meta_info')
-        if not meta or not osp.isfile(meta):
-            raise OptionError(f'{prefix}:meta_info: file not found: {meta} (basicsr-taylor-prepare --hr-only writes it)')
-        with open(meta) as f:
-            first = f.readline().strip().split(' ')[0]
-        if not first or not osp.isfile(osp.join(dataset['dataroot_gt'], first)):
-            raise OptionError(f'{prefix}:meta_info: its first image {first!r} is not in dataroot_gt '
-                              f'{dataset["dataroot_gt"]} (the paths in {meta} are relative to dataroot_gt)')
-    for key in KERNEL_KEYS:
-        if key not in dataset:
-            raise OptionError(f'{prefix}:{key} is missing (RealESRGANDataset reads it)')
-    for suffix in ('', '2'):
-        if len(dataset[f'kernel_list{suffix}']) != len(dataset[f'kernel_prob{suffix}']):
-            raise OptionError(f'{prefix}:kernel_prob{suffix} needs one probability per kernel_list{suffix} entry')
-    return None
-
-
-def check_real_esrgan(opt):
-    """The top-level degradation options of RealESRNetModel / RealESRGANModel, the GT crop, the training-pair queue
-    against the batch, and network_d."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-    model, scale = opt.get('model_type'), opt.get('scale')
-    if model not in USM_KEYS or not opt.get('is_train') or not opt.get('high_order_degradation', True):
-        return
-    for key in DEGRADATION_KEYS + USM_KEYS[model]:
-        if key not in opt:
-            raise OptionError(f'{key} is missing ({model} reads it at the top level of the option file)')
-    train = opt['datasets']['train']
-    if train.get('type') != 'RealESRGANDataset':
-        raise OptionError(f'datasets:train:type must be RealESRGANDataset for {model} (it gives the blur kernels); '
-                          'or set high_order_degradation: false for paired data')
-    gt_size = opt['gt_size']
-    if gt_size % scale or gt_size > REAL_ESRGAN_CROP:
-        raise OptionError(f'gt_size={gt_size} must be a multiple of scale {scale} and at most {REAL_ESRGAN_CROP} '
-                          '(RealESRGANDataset crops GT to 400)')
-    batch, queue = train.get('batch_size_per_gpu'), opt.get('queue_size', 180)
-    if not batch or queue % batch:
-        raise OptionError(f'queue_size={queue} is not a multiple of datasets:train:batch_size_per_gpu={batch}')
-    if model == 'RealESRGANModel':
-        network_d = opt.get('network_d')
-        if not network_d:
-            raise OptionError('network_d is missing (RealESRGANModel trains a discriminator)')
-        _check_registered(ARCH_REGISTRY, network_d.get('type'), 'network_d:type')
-        check_network(network_d, 'network_d')
-
-
 def check_network(network, key='network_g'):
     """Build ``network_g`` once (on the CPU, warnings left to the real build): a bad argument fails here, before
     BasicSR archives the experiment folder. Not basicsr's build_network: its logger must not start yet."""
@@ -198,15 +104,31 @@ def check_network(network, key='network_g'):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            registered(ARCH_REGISTRY, network['type'])(**kwargs)
+            _registered(ARCH_REGISTRY, network['type'], key)(**kwargs)
     except Exception as err:  # noqa: BLE001  (ValueError/TypeError/assertions of any architecture)
         detail = str(err) if isinstance(err, ValueError) else f'{type(err).__name__}: {err}'
         raise OptionError(f'{key} ({network["type"]}): {" ".join(detail.split())}') from None
 
 
+def check_schedule(opt):
+    """BasicSR's CosineAnnealingRestartLR has no learning rate past the end of its periods (a TypeError at that
+    iteration) and asserts one restart weight per period."""
+    scheduler, train = (opt.get('train') or {}).get('scheduler') or {}, opt.get('train') or {}
+    if scheduler.get('type') != 'CosineAnnealingRestartLR' or not opt.get('is_train'):
+        return
+    periods, weights = list(scheduler.get('periods') or []), list(scheduler.get('restart_weights', [1]))
+    if len(weights) != len(periods):
+        raise OptionError(f'train:scheduler: {len(periods)} periods but {len(weights)} restart_weights')
+    if sum(periods) < train.get('total_iter', 0):
+        raise OptionError(f'train:scheduler:periods {periods} end at iteration {sum(periods)}, before '
+                          f'train:total_iter={train["total_iter"]}: raise the periods too (a new period '
+                          'restarts the cosine; restart_weights scales its peak)')
+
+
 def check_options(opt):
     """Raise :class:`OptionError` for the first problem found in a parsed option dict (train or test)."""
     from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+    check_keys(opt)  # every key known, every required key there (utils/option_keys.py)
     _check_registered(MODEL_REGISTRY, opt.get('model_type'), 'model_type')
     network = opt.get('network_g')
     if not network:
@@ -224,10 +146,13 @@ def check_options(opt):
     for phase, dataset in opt['datasets'].items():
         check_dataset(phase, dataset, scale)
     check_network(network)
+    if opt.get('network_d'):
+        check_network(opt['network_d'], 'network_d')
+    check_schedule(opt)
     check_real_esrgan(opt)
-    pretrained = (opt.get('path') or {}).get('pretrain_network_g')
-    if pretrained and not opt.get('auto_resume') and not osp.isfile(pretrained):
-        raise OptionError(f'path:pretrain_network_g: file not found: {pretrained}')
+    pretrain_path = (opt.get('path') or {}).get('pretrain_network_g')
+    if pretrain_path and not opt.get('auto_resume') and not osp.isfile(pretrain_path):
+        raise OptionError(f'path:pretrain_network_g: file not found: {pretrain_path}')
 
 
 def _yaml_error(err):
@@ -254,22 +179,107 @@ def read_option_file(path):
     return opt
 
 
-def checked(parse_options):
-    """Wrap basicsr.utils.options.parse_options so that the parsed options are checked before use."""
+def _force_yml_value(text):
+    """A --force_yml value as YAML (safe loader: no Python objects); 'none' means None and 1e-4 is a number, as
+    in BasicSR's _postprocess_yml_value, which eval()-ed values starting with '['."""
+    if text.lower() == 'none':
+        return None
+    value = yaml.load(text, Loader=compat.SafeOrderedLoader)
+    if isinstance(value, str) and re.fullmatch(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+', value):
+        return float(value)
+    return value
 
-    def parse_and_check(root_path, is_train=True):
-        opt, args = parse_options(root_path, is_train=is_train)
+
+def apply_force_yml(opt, entries):
+    """Set each ``KEY:SUBKEY=VALUE`` of --force_yml in ``opt``; return {'key:path': entry}. The sections on the
+    way must exist; whether the last key is known is checked with the rest of the file (check_options)."""
+    forced = {}
+    for entry in entries or ():
+        keys, sep, text = entry.partition('=')
+        path = [key.strip() for key in keys.split(':')]
+        if not sep or not all(path):
+            raise OptionError(f'--force_yml {entry}: expected KEY:SUBKEY=VALUE, e.g. train:total_iter=1000')
+        try:
+            value = _force_yml_value(text.strip())
+        except yaml.YAMLError as err:
+            raise OptionError(f'--force_yml {entry}: {_yaml_error(err)}') from None
+        node = opt
+        for depth, key in enumerate(path[:-1]):
+            if not isinstance(node.get(key), dict):
+                raise OptionError(f'--force_yml {entry}: {":".join(path[:depth + 1])} is not a section of the option '
+                                  'file')
+            node = node[key]
+        node[path[-1]] = value
+        forced[':'.join(path)] = entry
+    return forced
+
+
+def parse_options(root_path, is_train=True):
+    """basicsr.utils.options.parse_options, with the option file read safely and checked before anything else
+    happens (distributed start, seeding, printing): --force_yml values are parsed as YAML (BasicSR built them into
+    an ``exec`` and ``eval``-ed lists) and applied before the seed is set."""
+    import basicsr.utils.options as basicsr_options
+    from basicsr.utils import set_random_seed
+    from basicsr.utils.dist_util import get_dist_info
+    args = pipeline_parser('train' if is_train else 'test').parse_args(
+        compat.accept_dashed_local_rank(sys.argv[1:]))
+    opt = read_option_file(args.opt)
+    try:
+        forced = apply_force_yml(opt, args.force_yml)
+        opt['auto_resume'], opt['is_train'] = args.auto_resume, is_train
         try:
             check_options(opt)
         except OptionError as err:
-            raise OptionError(f'{args.opt}: {err}') from None
-        perceptual = (opt.get('train') or {}).get('perceptual_opt') if opt.get('is_train') else None
-        if perceptual:  # download the VGG weights (or fail in one line) before BasicSR creates the experiment
-            compat.ensure_vgg_weights(perceptual.get('vgg_type', 'vgg19'))
-        return opt, args
-
-    parse_and_check.__wrapped__ = parse_options
-    return parse_and_check
+            if getattr(err, 'key', None) in forced:
+                raise OptionError(f'--force_yml {forced[err.key]}: {err}') from None
+            raise
+    except OptionError as err:
+        raise OptionError(f'{args.opt}: {err}') from None
+    perceptual = (opt.get('train') or {}).get('perceptual_opt') if is_train else None
+    if perceptual:  # download the VGG weights (or fail in one line) before BasicSR creates the experiment
+        pretrained.ensure_vgg_weights(perceptual.get('vgg_type', 'vgg19'))
+    # from here on as BasicSR's parse_options
+    if args.launcher == 'none':
+        opt['dist'] = False
+        print('Disable distributed.', flush=True)
+    else:
+        opt['dist'] = True
+        if args.launcher == 'slurm' and 'dist_params' in opt:
+            basicsr_options.init_dist(args.launcher, **opt['dist_params'])
+        else:
+            basicsr_options.init_dist(args.launcher)
+    opt['rank'], opt['world_size'] = get_dist_info()
+    if opt.get('manual_seed') is None:
+        opt['manual_seed'] = random.randint(1, 10000)
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+    if args.debug and not opt['name'].startswith('debug'):
+        opt['name'] = 'debug_' + opt['name']
+    if opt['num_gpu'] == 'auto':
+        import torch
+        opt['num_gpu'] = torch.cuda.device_count()
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+        if 'scale' in opt:
+            dataset['scale'] = opt['scale']
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if dataset.get(key) is not None:
+                dataset[key] = osp.expanduser(dataset[key])
+    for key, value in opt['path'].items():
+        if value is not None and ('resume_state' in key or 'pretrain_network' in key):
+            opt['path'][key] = osp.expanduser(value)
+    if is_train:
+        root = osp.join(root_path, 'experiments', opt['name'])
+        opt['path'].update(experiments_root=root, models=osp.join(root, 'models'), log=root,
+                           training_states=osp.join(root, 'training_states'), visualization=osp.join(root, 'visualization'))
+        if 'debug' in opt['name']:
+            if 'val' in opt:
+                opt['val']['val_freq'] = 8
+            opt['logger']['print_freq'] = 1
+            opt['logger']['save_checkpoint_freq'] = 8
+    else:
+        root = osp.join(root_path, 'results', opt['name'])
+        opt['path'].update(results_root=root, log=root, visualization=osp.join(root, 'visualization'))
+    return opt, args
 
 
 def pipeline_parser(kind):
@@ -302,11 +312,9 @@ def run_basicsr_pipeline(kind, argv=None):
     argv = compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
     args = pipeline_parser(kind).parse_args(argv)  # --help, and usage errors before anything runs
     module = importlib.import_module(f'basicsr.{kind}')
-    if not hasattr(module.parse_options, '__wrapped__'):  # check the option file before BasicSR uses it
-        module.parse_options = checked(module.parse_options)
+    module.parse_options = parse_options  # the option file read safely and checked before BasicSR uses it
     sys.argv = [sys.argv[0]] + argv
     try:
-        read_option_file(args.opt)
         getattr(module, f'{kind}_pipeline')(os.getcwd())
-    except (OptionError, compat.MissingWeightsError) as err:
+    except (OptionError, pretrained.MissingWeightsError) as err:
         raise SystemExit(f'basicsr-taylor-{kind}: error: {err}') from None
