@@ -297,3 +297,52 @@ def test_hr_only_outputs_load_in_real_esrgan_dataset(workdir):
         assert item['gt'].shape == (3, 400, 400) and item['kernel1'].shape == (21, 21)  # padded to 400 by BasicSR
         corner = (item['gt'][:, :48, :48].flip(0).permute(1, 2, 0) * 255).round().numpy()  # RGB -> BGR
         assert (corner == expected).all()
+
+
+def test_hr_only_names_clashes_and_flags(tmp_path, capsys):
+    hr = tmp_path / 'HR'
+    os.makedirs(hr)
+    photo = sample_photo('coffee')[:60, :80]
+    cv2.imwrite(str(hr / 'cup.png'), photo)
+    cv2.imwrite(str(hr / 'cupT0.png'), photo)  # the name of cup.png's first multiscale copy
+    with pytest.raises(SystemExit, match='two images give the sub-image names cupT0_s'):
+        prepare_data.main(['--hr', str(hr), '--hr-only', '--multiscale', '--workers', '1'])
+    assert not osp.exists(tmp_path / 'HR_multiscale_sub')  # nothing that looks finished
+    with pytest.raises(SystemExit):
+        prepare_data.main(['--hr', str(hr), '--multiscale'])
+    assert '--multiscale needs --hr-only' in capsys.readouterr().err
+    os.remove(hr / 'cupT0.png')
+    prepare_data.main(['--hr', str(hr), '--hr-only', '--no-lmdb', '--workers', '1'])  # defaults: 400/200, align 1
+    assert os.listdir(tmp_path / 'HR_sub') == ['cup_s001.png']  # smaller than the crop: kept whole
+    assert cv2.imread(str(tmp_path / 'HR_sub' / 'cup_s001.png')).shape == (60, 80, 3)
+    assert open(tmp_path / 'meta_info' / 'meta_info_HR_sub.txt').read() == 'HR_sub/cup_s001.png\n'
+    assert not osp.exists(tmp_path / 'HR_sub.lmdb')
+
+
+def test_training_pair_queue_is_made_where_the_batch_is():
+    """BasicSR made the queue with .cuda(); it now follows the batch's device (here 'meta', as a stand-in for any
+    device other than the CPU) and its size check is a one-line error."""
+    from basicsr.models.realesrnet_model import RealESRNetModel
+    compat.install_training_fixes()
+    model = RealESRNetModel.__new__(RealESRNetModel)  # the queue only: no network
+    model.queue_size, model.lq, model.gt = 4, torch.empty(2, 3, 8, 8, device='meta'), torch.empty(2, 3, 32, 32,
+                                                                                                  device='meta')
+    model._dequeue_and_enqueue()
+    assert model.queue_lr.device.type == 'meta' and model.queue_gt.shape == (4, 3, 32, 32) and model.queue_ptr == 2
+    model = RealESRNetModel.__new__(RealESRNetModel)
+    model.queue_size, model.lq, model.gt = 3, torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 32, 32)
+    with pytest.raises(ValueError, match='^queue_size 3 is not a multiple of the batch size 2$'):
+        model._dequeue_and_enqueue()
+
+
+def test_filter2d_takes_channels_last_images_and_gives_basicsr_sums():
+    from basicsr.utils import img_process_util
+    compat.install_training_fixes()
+    image = torch.rand(2, 8, 9, 3).permute(0, 3, 1, 2)  # channels-last, as DiffJPEG returns it
+    shared, per_image = torch.rand(1, 5, 5), torch.rand(2, 5, 5)
+    original = img_process_util.filter2D.__wrapped__
+    for kernel in (shared, per_image):
+        with pytest.raises(RuntimeError, match='view size is not compatible'):
+            original(image, kernel)  # BasicSR's own
+        assert torch.allclose(img_process_util.filter2D(image, kernel), original(image.contiguous(), kernel),
+                              atol=1e-6)
