@@ -35,8 +35,11 @@ def timed(cls, name, rows, stage):
     original = getattr(cls, name)
 
     def wrapper(self, *args, **kwargs):
+        import torch
         wall, cpu = time.perf_counter(), time.process_time()
         out = original(self, *args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # GPU work is asynchronous: count it in the step that queued it
         rows.append(dict(stage=stage, step=name, wall_s=time.perf_counter() - wall, cpu_s=time.process_time() - cpu))
         return out
 
