@@ -1,4 +1,60 @@
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+try:
+    from setuptools.command.editable_wheel import editable_wheel
+except ImportError:  # setuptools < 64: no PEP 660 editable wheels
+    editable_wheel = None
+
+# basicsr_taylor_hook.pth goes to the top of site-packages, as setuptools' own distutils-precedence.pth: Python runs
+# its line at start-up, so that `import basicsr` works before `import basicsr_taylor` (basicsr_taylor_hook.py).
+HOOK_PTH = 'basicsr_taylor_hook.pth'
+
+
+class build_py_with_pth(build_py):
+    """Wheels: the .pth file beside the modules in build_lib, hence in site-packages."""
+
+    def run(self):
+        super().run()
+        self.copy_file(HOOK_PTH, os.path.join(self.build_lib, HOOK_PTH), preserve_mode=0)
+
+    def get_outputs(self, include_bytecode=1):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, HOOK_PTH)]
+
+
+class _WithHookPth:
+    """An editable-install strategy that also writes the .pth file into the editable wheel."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def __call__(self, wheel, files, mapping):
+        self.strategy(wheel, files, mapping)
+        if HOOK_PTH not in wheel.namelist():
+            with open(HOOK_PTH, encoding='utf-8') as f:
+                wheel.writestr(HOOK_PTH, f.read())
+
+    def __enter__(self):
+        self.strategy.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        return self.strategy.__exit__(*exc_info)
+
+
+CMDCLASS = {'build_py': build_py_with_pth}
+if editable_wheel is not None:
+
+    class editable_wheel_with_pth(editable_wheel):
+        """`pip install -e .` (PEP 660): setuptools' editable wheel holds only its own .pth and finder."""
+
+        def _select_strategy(self, *args, **kwargs):
+            return _WithHookPth(super()._select_strategy(*args, **kwargs))
+
+    CMDCLASS['editable_wheel'] = editable_wheel_with_pth
+
 
 with open('README.md', encoding='utf-8') as f:
     long_description = f.read()
@@ -11,6 +67,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['basicsr_taylor', 'basicsr_taylor.*']),
+    py_modules=['basicsr_taylor_hook'],  # the import hook basicsr_taylor_hook.pth installs (no torch import)
+    cmdclass=CMDCLASS,
     python_requires='>=3.9',
     install_requires=[
         'basicsr==1.4.2',

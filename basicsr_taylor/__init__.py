@@ -10,14 +10,30 @@ Layout (imports run one way: commands -> archs -> ops -> utils; data beside ops)
     data/               training data: bicubic LR, sub-images, LMDBs, sample photos
     utils/              compat fixes, registry, option checks, checkpoints, image I/O, tiling, atomic files
 """
-from .utils import compat
-
-compat.install()
-
-from .ops.taylor_shift import taylor_shift_attention  # noqa: E402
-from .archs import *  # noqa: E402,F401,F403  (registers the architectures)
-from .archs.taylor_shift_attention_arch import TaylorShiftAttention  # noqa: E402
-from .archs.taylor_swinir_arch import TaylorSwinIR  # noqa: E402
+from .utils.cli import answering_help
 
 __version__ = '0.2.0'
 __all__ = ['taylor_shift_attention', 'TaylorShiftAttention', 'TaylorSwinIR', '__version__']
+
+
+def _load():
+    """Apply the compatibility fixes and register the architectures (imports torch and BasicSR)."""
+    from .utils import compat
+    compat.install()
+    from . import archs  # noqa: F401  (registers the architectures)
+    from .archs.taylor_shift_attention_arch import TaylorShiftAttention
+    from .archs.taylor_swinir_arch import TaylorSwinIR
+    from .ops.taylor_shift import taylor_shift_attention
+    globals().update(TaylorShiftAttention=TaylorShiftAttention, TaylorSwinIR=TaylorSwinIR,
+                     taylor_shift_attention=taylor_shift_attention)
+
+
+if answering_help():  # a command's --help: answered without torch or BasicSR; loaded on first use if ever
+
+    def __getattr__(name):
+        if name in __all__:
+            _load()
+            return globals()[name]
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+else:
+    _load()

@@ -27,12 +27,8 @@ if __package__ in (None, ''):  # run as a file: put the repository root, not bas
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _here]
     sys.path.insert(0, os.path.dirname(_here))
 
-import basicsr_taylor  # noqa: E402,F401  (before basicsr: compat fixes, archs registered)
-from basicsr_taylor.ablations.inputs import parse_test_sets, prepare_training_data, training_dataroots  # noqa: E402
-from basicsr_taylor.ablations.report import write_reports  # noqa: E402
-from basicsr_taylor.ablations.runner import existing_record, run_variant  # noqa: E402
-from basicsr_taylor.ablations.variants import TEMPLATES, AblationError, load_yaml  # noqa: E402
-from basicsr_taylor.data import DataPreparationError  # noqa: E402
+from basicsr_taylor.ablations.variants import TEMPLATES  # noqa: E402  (light: yaml and paths only)
+from basicsr_taylor.utils.cli import answer_help_early  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -71,6 +67,16 @@ def parse_args(argv=None):
     args.sub_image = args.sub_image or 96 * args.scale
     args.root = osp.abspath(args.root)
     return args
+
+
+answer_help_early('ablation', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import basicsr_taylor  # noqa: E402,F401  (before basicsr: compat fixes, archs registered)
+from basicsr_taylor.ablations.inputs import parse_test_sets, prepare_training_data, training_dataroots  # noqa: E402
+from basicsr_taylor.ablations.report import write_reports  # noqa: E402
+from basicsr_taylor.ablations.runner import existing_record, run_variant  # noqa: E402
+from basicsr_taylor.ablations.variants import AblationError, load_yaml  # noqa: E402
+from basicsr_taylor.data import DataPreparationError  # noqa: E402
 
 
 def main(argv=None):

@@ -13,15 +13,52 @@ import argparse
 import logging
 import sys
 
-import torch
+from basicsr_taylor.utils.cli import answer_help_early
 
-import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
-from basicsr_taylor.ops.taylor_shift import exportable
-from basicsr_taylor.utils.checkpoint import CheckpointError, load_network, network_in_channels, network_scale, \
-    network_window_size
-from basicsr_taylor.utils.files import atomic_path
+MIN_OPSET = 18  # torch.onnx's dynamo exporter writes opset 18 or later; its down-conversion fails on this model
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog='basicsr-taylor-export',
+                                     description='Export a BasicSR/TaylorSwinIR checkpoint to ONNX (dynamic H, W).')
+    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
+    parser.add_argument('--opt', default=None,
+                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
+    parser.add_argument('--onnx', required=True, help='output .onnx file')
+    parser.add_argument('--opset', type=int, default=None,
+                        help=f'ONNX opset, {MIN_OPSET} or later (default: the exporter\'s)')
+    parser.add_argument('--atol', type=float, default=1e-3,
+                        help='largest |onnxruntime - PyTorch| accepted by the check (default 1e-3)')
+    parser.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
+    return parser.parse_args(argv)
+
+
+answer_help_early('export', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import torch  # noqa: E402
+
+import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
+from basicsr_taylor.ops.taylor_shift import exportable  # noqa: E402
+from basicsr_taylor.utils.checkpoint import (  # noqa: E402
+    CheckpointError, load_network, network_in_channels, network_scale, network_window_size)
+from basicsr_taylor.utils.files import atomic_path  # noqa: E402
 
 logger = logging.getLogger('basicsr_taylor.export')
+
+
+def check_opset(opset):
+    """--opset below what the exporter writes printed onnx's conversion traceback, then wrote opset 18 anyway."""
+    if opset is not None and opset < MIN_OPSET:
+        raise ValueError(f'--opset {opset}: the exporter (torch.onnx, dynamo) writes opset {MIN_OPSET} or later; '
+                         'leave --opset out or give a value >= 18')
+
+
+def written_opset(program):
+    """The default-domain opset of an exported ONNXProgram (None if it cannot be read)."""
+    try:
+        return int(program.model.opset_imports[''])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def check_sizes(window_size):
@@ -39,6 +76,8 @@ def export_onnx(network, onnx_path, in_channels, window_size, opset=None):
     with exportable(), torch.no_grad():
         program = torch.onnx.export(network, (example, ), dynamo=True, dynamic_shapes=(dims, ),
                                     input_names=['lr'], output_names=['sr'], opset_version=opset, verbose=False)
+    if opset is not None and written_opset(program) not in (None, opset):
+        raise ValueError(f'--opset {opset}: the exporter wrote opset {written_opset(program)}; nothing written')
     with atomic_path(onnx_path) as temp_path:
         program.save(temp_path, external_data=False)  # weights inside the file (models < 2 GB)
     return onnx_path
@@ -63,34 +102,25 @@ def check_onnx(network, onnx_path, in_channels, sizes, seed=0):
     return differences
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog='basicsr-taylor-export',
-                                     description='Export a BasicSR/TaylorSwinIR checkpoint to ONNX (dynamic H, W).')
-    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
-    parser.add_argument('--opt', default=None,
-                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
-    parser.add_argument('--onnx', required=True, help='output .onnx file')
-    parser.add_argument('--opset', type=int, default=None, help='ONNX opset (default: the exporter\'s)')
-    parser.add_argument('--atol', type=float, default=1e-3,
-                        help='largest |onnxruntime - PyTorch| accepted by the check (default 1e-3)')
-    parser.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
-    return parser.parse_args(argv)
-
-
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s: %(message)s')
     logger.setLevel(logging.INFO)
     try:
+        check_opset(args.opset)
         network, network_opt, opt_path = load_network(args.model, args.opt)
-    except CheckpointError as error:
+    except (CheckpointError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
     in_channels = network_in_channels(network, network_opt)
     window_size = network_window_size(network, network_opt)
     scale = network_scale(network, network_opt)
     logger.info('exporting network_g of %s (x%d, window %d) to %s', opt_path, scale, window_size, args.onnx)
-    export_onnx(network, args.onnx, in_channels, window_size, args.opset)
+    try:
+        export_onnx(network, args.onnx, in_channels, window_size, args.opset)
+    except ValueError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     if args.no_check:
         return 0
     sizes = check_sizes(window_size)

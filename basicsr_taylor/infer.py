@@ -14,30 +14,65 @@ import sys
 import time
 from os import path as osp
 
-import cv2
-import numpy as np
-import torch
-from tqdm import tqdm
+from basicsr_taylor.utils.cli import answer_help_early
 
-import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
-from basicsr.utils import img2tensor, tensor2img
-from basicsr_taylor.utils import image_io
-from basicsr_taylor.utils.checkpoint import (CheckpointError, load_network, network_in_channels, network_scale,
-                                             network_window_size)
-from basicsr_taylor.utils.image_io import (IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float,
-                                           write_image)
-from basicsr_taylor.utils.tiling import check_tile_options, tile_grid, tiled_forward
+PRECISION_NAMES = ('fp32', 'fp16', 'bf16')
+ALPHA_UPSAMPLERS = ('bicubic', 'model')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='basicsr-taylor-infer', description='Super-resolve images with a BasicSR/TaylorSwinIR checkpoint.')
+    parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
+    parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
+    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
+    parser.add_argument('--opt', default=None,
+                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
+    parser.add_argument('--tile', type=int, default=0,
+                        help='tile side in input pixels, 0 = whole image (rounded down to a multiple of window_size; '
+                        'a tile too small to keep the overlap is refused with the size to use)')
+    parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in input pixels')
+    parser.add_argument('--precision', choices=PRECISION_NAMES, default='fp32',
+                        help='fp32 (default); fp16 or bf16: autocast with float32 attention sums, for GPUs (on a '
+                        'CPU they are slower than fp32)')
+    parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
+    parser.add_argument('--suffix', default=None, help='added to output names (default: _x<scale>)')
+    parser.add_argument('--ext', default='auto', help='output format: auto (same as input) | png | jpg | tif | ...')
+    parser.add_argument('--alpha-upsampler', choices=ALPHA_UPSAMPLERS, default='bicubic',
+                        help='how to upscale an alpha channel: bicubic, or with the network as a gray image')
+    return parser.parse_args(argv)
+
+
+answer_help_early('infer', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
+from basicsr.utils import img2tensor, tensor2img  # noqa: E402
+from basicsr_taylor.utils import image_io  # noqa: E402
+from basicsr_taylor.utils.checkpoint import (  # noqa: E402
+    CheckpointError, load_network, network_in_channels, network_scale, network_window_size)
+from basicsr_taylor.utils.image_io import (  # noqa: E402
+    IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float, write_image)
+from basicsr_taylor.utils.tiling import check_tile_options, tile_grid, tiled_forward  # noqa: E402
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-ALPHA_UPSAMPLERS = ('bicubic', 'model')
 logger = logging.getLogger('basicsr_taylor.infer')
 
 
 def resolve_device(name):
     """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
     if name == 'auto':
+        if not torch.cuda.is_available():
+            logger.info('--device auto: no CUDA GPU here, running on the CPU')
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f'--device {name}: not a device (use auto, cpu, cuda or cuda:N)') from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f'--device {name}: CUDA is not available on this machine (use --device cpu or auto)')
     return device
@@ -48,6 +83,17 @@ def check_precision(precision, device):
         raise ValueError(f'--precision must be one of {tuple(PRECISIONS)}, got {precision!r}')
     if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise ValueError('--precision bf16: this GPU does not support bfloat16 (use fp16 or fp32)')
+    if precision != 'fp32' and device.type == 'cpu':
+        logger.warning('--precision %s on the CPU: half precision is emulated there and several times slower than '
+                       'fp32 (the issue-19 run measured 4-5x for fp16); use fp32 on CPUs', precision)
+
+
+def check_output(output, extension):
+    """Before any work: the output folder can be one, and cv2 can write the format."""
+    if osp.exists(output) and not osp.isdir(output):
+        raise ValueError(f'--output {output}: exists and is not a folder')
+    if extension != 'auto' and not cv2.haveImageWriter('x.' + extension.lstrip('.')):
+        raise ValueError(f'--ext {extension}: OpenCV cannot write this format (use auto, png, jpg, tif, bmp, webp)')
 
 
 class Upscaler:
@@ -134,32 +180,12 @@ def output_path(image_path, output_dir, suffix, extension):
     return osp.join(output_dir, f'{stem}{suffix}{extension}')
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog='basicsr-taylor-infer', description='Super-resolve images with a BasicSR/TaylorSwinIR checkpoint.')
-    parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
-    parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
-    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
-    parser.add_argument('--opt', default=None,
-                        help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
-    parser.add_argument('--tile', type=int, default=0,
-                        help='tile side in input pixels, 0 = whole image (rounded down to a multiple of window_size; '
-                        'a tile too small to keep the overlap is refused with the size to use)')
-    parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in input pixels')
-    parser.add_argument('--precision', choices=tuple(PRECISIONS), default='fp32')
-    parser.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
-    parser.add_argument('--suffix', default=None, help='added to output names (default: _x<scale>)')
-    parser.add_argument('--ext', default='auto', help='output format: auto (same as input) | png | jpg | tif | ...')
-    parser.add_argument('--alpha-upsampler', choices=ALPHA_UPSAMPLERS, default='bicubic',
-                        help='how to upscale an alpha channel: bicubic, or with the network as a gray image')
-    return parser.parse_args(argv)
-
-
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s: %(message)s')
     logger.setLevel(logging.INFO)
     try:
+        check_output(args.output, args.ext)
         device = resolve_device(args.device)
         network, network_opt, opt_path = load_network(args.model, args.opt)
         scale = network_scale(network, network_opt)

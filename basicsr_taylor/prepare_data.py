@@ -30,14 +30,14 @@ if __package__ in (None, ''):  # run as a file: put the repository root, not bas
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _here]
     sys.path.insert(0, os.path.dirname(_here))
 
-import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr)
-from basicsr_taylor.data import DataPreparationError, prepare, prepare_hr_only, sub_dir_names  # noqa: E402
+from basicsr_taylor.utils.cli import answer_help_early  # noqa: E402
 
 DEFAULTS = {False: dict(crop=480, step=240, align=12), True: dict(crop=400, step=200, align=1)}  # by --hr-only
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='basicsr-taylor-prepare', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--root', default='datasets/DIV2K', help='DIV2K folder (default: %(default)s)')
     parser.add_argument('--hr', help='HR image folder (default: ROOT/DIV2K_train_HR)')
     parser.add_argument('--lr', help='LR folder with {scale} (default: ROOT/DIV2K_train_LR_bicubic/X{scale}); '
@@ -63,6 +63,7 @@ def parse_args(argv=None):
     for key, value in DEFAULTS[args.hr_only].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    from basicsr_taylor.data import sub_dir_names
     if args.hr is None:  # DIV2K layout under --root
         args.hr = osp.join(args.root, 'DIV2K_train_HR')
         args.lr = args.lr or osp.join(args.root, 'DIV2K_train_LR_bicubic', 'X{scale}')
@@ -74,12 +75,18 @@ def parse_args(argv=None):
     return args
 
 
+answer_help_early('prepare_data', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr)
+from basicsr_taylor.data import DataPreparationError, prepare, prepare_hr_only  # noqa: E402
+
+
 def main_hr_only(args):
     try:
         out = prepare_hr_only(args.hr, args.out, args.crop, args.step, args.align, args.multiscale, args.workers,
                               args.overwrite, not args.no_lmdb)
     except DataPreparationError as err:
-        raise SystemExit(f'prepare_data: error: {err}') from None
+        raise SystemExit(f'basicsr-taylor-prepare: error: {err}') from None
     print(f'HR sub-images: {out["sub_dir"]}\nRealESRGANDataset, io_backend disk: dataroot_gt: {args.out}, '
           f'meta_info: {out["meta_info"]}')
     if out['lmdb']:
@@ -94,7 +101,7 @@ def main(argv=None):
         outputs = prepare(args.hr, args.lr, args.out, tuple(args.scales), args.crop, args.step, args.align,
                           args.workers, args.overwrite, not args.no_lmdb)
     except DataPreparationError as err:
-        raise SystemExit(f'prepare_data: error: {err}') from None
+        raise SystemExit(f'basicsr-taylor-prepare: error: {err}') from None
     for name, (sub_dir, lmdb_path) in outputs.items():
         print(f'{"HR" if name == "hr" else f"LR x{name}"}: {sub_dir}' + ('' if args.no_lmdb else f', {lmdb_path}'))
 

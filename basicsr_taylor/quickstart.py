@@ -22,19 +22,35 @@ import subprocess
 import sys
 import time
 
-import cv2
-import numpy as np
-import yaml
-from tqdm import tqdm
-
-from .data import image_key, list_images, prepare_sample_photos
-from .data.sample_photos import VAL_PHOTOS
-from .utils.files import write_atomically
-from .utils.image_io import write_image
+from .utils.cli import answer_help_early
 
 NAME = 'quickstart_TaylorSwinIR_SRx2'
 DATA_DIR = osp.join('datasets', 'quickstart')
 SCALE = 2
+TOTAL_ITER = 2000
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog='basicsr-taylor-quickstart', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--root', default='.', help='working folder (default: current directory)')
+    parser.add_argument('--iters', type=int, default=TOTAL_ITER, help='training iterations (default: %(default)s)')
+    parser.add_argument('--threads', type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                        help='CPU threads for training (default: half the cores, %(default)s here)')
+    return parser.parse_args(argv)
+
+
+answer_help_early('quickstart', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from .data import image_key, list_images, prepare_sample_photos  # noqa: E402
+from .data.sample_photos import VAL_PHOTOS  # noqa: E402
+from .utils.files import write_atomically  # noqa: E402
+from .utils.image_io import write_image  # noqa: E402
 
 # A small, CPU-friendly TaylorSwinIR: 8x8 windows (64 tokens), 32 channels in one head, 2 residual groups of 2
 # blocks, the one-step pixel-shuffle upsampler of lightweight SwinIR; LR patches of 32 = 4x4 windows. Tuned for
@@ -43,7 +59,6 @@ SCALE = 2
 NETWORK = dict(type='TaylorSwinIR', upscale=SCALE, in_chans=3, img_size=32, window_size=8, img_range=1.,
                depths=[2, 2], embed_dim=32, num_heads=[1, 1], mlp_ratio=2, upsampler='pixelshuffledirect',
                resi_connection='1conv')
-TOTAL_ITER = 2000
 LEARNING_RATE = 4e-3
 # Photographs only: the motion-blurred clock render, the smooth moon, text, page scans, micrographs, the Hubble
 # field and the colour wheel teach little about the validation photos (0.72 -> 0.99 dB with these seven).
@@ -227,12 +242,7 @@ def main(argv=None):
 
 def run(argv=None):
     """Run the quickstart; return the PSNR gain (dB) of the network over bicubic."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--root', default='.', help='working folder (default: current directory)')
-    parser.add_argument('--iters', type=int, default=TOTAL_ITER, help='training iterations (default: %(default)s)')
-    parser.add_argument('--threads', type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                        help='CPU threads for training (default: half the cores, %(default)s here)')
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     os.makedirs(args.root, exist_ok=True)
     os.chdir(args.root)
     start = time.time()

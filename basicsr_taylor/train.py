@@ -14,6 +14,10 @@ if __package__ in (None, ''):  # run as a file: put the repository root, not bas
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _here]
     sys.path.insert(0, os.path.dirname(_here))
 
+from basicsr_taylor.utils.cli import answer_help_early, pipeline_parser  # noqa: E402
+
+answer_help_early('train', lambda: pipeline_parser('train').parse_args())  # without torch or BasicSR
+
 import basicsr_taylor  # noqa: E402,F401  (compat.install() and architecture registration)
 from basicsr_taylor.utils.options import run_basicsr_pipeline  # noqa: E402
 

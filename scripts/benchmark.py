@@ -31,7 +31,8 @@ Writes <out>/results.csv and <out>/results.md after every configuration and <out
 (measure.py: timing, memory, environment; suites.py: the suites; report.py: targets, tables, plots).
 
     python scripts/benchmark.py --out docs/benchmarks/cpu            # full run (CPU: about 30 min)
-    python scripts/benchmark.py --quick --out /tmp/bench             # tiny sizes, seconds
+    python scripts/benchmark.py --quick                              # tiny sizes: a smoke test (1-2 min),
+                                                                     # written to results/benchmark-quick/
 """
 import argparse
 import csv
@@ -49,11 +50,19 @@ from benchmarking.report import Records, fmt, plots, target_rows, write_tables  
 from benchmarking.suites import run_model_suite, run_op_suite, run_scaling_suite, run_targets_suite  # noqa: E402
 
 
+FULL_OUT = 'docs/benchmarks/cpu'
+QUICK_OUT = 'results/benchmark-quick'
+QUICK_NOTE = ('--quick: tiny sizes, a smoke test of the code; these times and ratios mean nothing about the '
+              'real sizes (their limits apply to the full run)')
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--suites', default='op,model,scaling,targets',
                         help='comma-separated: op, model, scaling, targets')
-    parser.add_argument('--quick', action='store_true', help='tiny sizes (a smoke test, seconds)')
+    parser.add_argument('--quick', action='store_true',
+                        help=f'tiny sizes: a smoke test of the code (1-2 min), its numbers mean nothing; written to '
+                        f'{QUICK_OUT}/ unless --out is given')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     parser.add_argument('--repeats', type=int, default=3, help='timed runs per configuration (median)')
@@ -72,13 +81,15 @@ def parse_args(argv=None):
                         help='only rebuild results.md and the plots in --out from an earlier results.csv')
     parser.add_argument('--cpu-mem-cap-gb', type=float, default=16.0,
                         help='CPU: cap on the process data segment, so that OOM fails cleanly (0: none)')
-    parser.add_argument('--out', default='docs/benchmarks/cpu', help='output folder')
+    parser.add_argument('--out', default=None, help=f'output folder (default: {FULL_OUT}, with --quick {QUICK_OUT})')
     args = parser.parse_args(argv)
     suites = [s.strip() for s in args.suites.split(',') if s.strip()]
     unknown = set(suites) - {'op', 'model', 'scaling', 'targets'}
     if unknown:
         parser.error(f'--suites: unknown suite(s) {sorted(unknown)}; choose from op, model, scaling, targets')
     args.suites = suites
+    if args.out is None:  # a quick run never replaces the committed measurements by default
+        args.out = QUICK_OUT if args.quick else FULL_OUT
     if args.repeats < 1 or args.warmup < 0 or args.slow_repeats < 1:
         parser.error('--repeats and --slow-repeats must be >= 1 and --warmup >= 0')
     return args
@@ -136,8 +147,10 @@ def main(argv=None):
         suites[suite](args, device, records)
         written = plots(records, args.out)  # after every suite
     print(f'wrote {os.path.join(args.out, "results.csv")}, results.md and {len(written)} plot(s)')
+    if args.quick:
+        print(QUICK_NOTE)
     for name, ratio, limit in target_rows(records, device):
-        print(f'{name}: {fmt(ratio)} (limit {limit})')
+        print(f'{name}: {fmt(ratio)} (limit {limit})' + (' [quick sizes]' if args.quick else ''))
     return records
 
 

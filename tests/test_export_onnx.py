@@ -91,3 +91,14 @@ def test_export_of_a_mismatching_checkpoint_is_a_usage_error(tmp_path, checkpoin
     assert export.main(['--model', model_path, '--opt', str(wide), '--onnx', str(tmp_path / 'x.onnx')]) == 2
     assert 'width (embed_dim): checkpoint 12, network 24' in capsys.readouterr().err
     assert not (tmp_path / 'x.onnx').exists()
+
+
+def test_an_opset_the_exporter_cannot_write_is_a_usage_error(tmp_path, checkpoint, capsys):
+    """--opset 13 printed onnx's conversion traceback, then wrote opset 18 and exited 0."""
+    from basicsr_taylor import export
+    model_path, opt_path, _ = checkpoint
+    onnx_path = tmp_path / 'x.onnx'
+    assert export.main(['--model', model_path, '--opt', opt_path, '--onnx', str(onnx_path), '--opset', '13']) == 2
+    assert capsys.readouterr().err.strip() == ('error: --opset 13: the exporter (torch.onnx, dynamo) writes opset 18 '
+                                               'or later; leave --opset out or give a value >= 18')
+    assert not onnx_path.exists()

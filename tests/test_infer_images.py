@@ -158,3 +158,32 @@ def test_python_dash_m_entry_point(tmp_path, model_path):
     assert result.returncode == 0, result.stderr
     assert 'a.jpg: 24x16 -> 48x32 in' in result.stdout + result.stderr
     assert cv2.imread(str(tmp_path / 'out' / 'a_x2.jpg')).shape == (32, 48, 3)
+
+
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys):
+    """--ext xyz ran the model, then died in cv2; --device gpu was a torch traceback; -o naming a file failed per
+    image. The model path does not exist here: each error must come before the network is even loaded."""
+    image = tmp_path / 'a.png'
+    cv2.imwrite(str(image), photo_bgr((16, 16)))
+    missing_model = tmp_path / 'never_loaded.pth'
+    for args, message in [(['--ext', 'xyz'], '--ext xyz: OpenCV cannot write this format'),
+                          (['--device', 'gpu'], '--device gpu: not a device (use auto, cpu, cuda or cuda:N)')]:
+        assert run(['-i', image, '-o', tmp_path / 'out', '--model', missing_model, *args]) == 2
+        assert capsys.readouterr().err.strip() == f'error: {message}' + (
+            ' (use auto, png, jpg, tif, bmp, webp)' if 'ext' in message else '')
+    assert run(['-i', image, '-o', image, '--model', missing_model]) == 2
+    assert capsys.readouterr().err.strip() == f'error: --output {image}: exists and is not a folder'
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_half_precision_on_the_cpu_warns(tmp_path, model_path, caplog):
+    image = tmp_path / 'a.png'
+    cv2.imwrite(str(image), photo_bgr((16, 16)))
+    with caplog.at_level('INFO', logger='basicsr_taylor.infer'):
+        assert run(['-i', image, '-o', tmp_path / 'out', '--model', model_path, '--precision', 'fp16',
+                    '--device', 'cpu']) == 0
+    assert any(r.levelname == 'WARNING' and '--precision fp16 on the CPU' in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level('INFO', logger='basicsr_taylor.infer'):
+        assert run(['-i', image, '-o', tmp_path / 'out2', '--model', model_path]) == 0
+    assert not any(r.levelname == 'WARNING' for r in caplog.records)

@@ -135,21 +135,23 @@ def test_accept_extends_the_tables():
 def test_force_yml_is_parsed_as_yaml_never_run(tmp_path):
     opt = train_options()
     forced = apply_force_yml(opt, ['train:total_iter=20', "name=[__import__('os').makedirs('code_ran')]",
-                                   'train:optim_g:lr=1e-4', 'train:ema_decay=none', 'val:metrics:psnr:crop_border=!!float 3',
+                                   'train:optim_g:lr=1e-4', 'train:ema_decay=none',
+                                   'val:metrics:psnr:crop_border=!!float 3',
                                    'network_g:depths=[3, 3]'])
     assert not os.path.exists('code_ran') and not (tmp_path / 'code_ran').exists()
     assert opt['train']['total_iter'] == 20 and opt['name'] == ["__import__('os').makedirs('code_ran')"]
     assert opt['train']['optim_g']['lr'] == 1e-4 and opt['train']['ema_decay'] is None
     assert opt['val']['metrics']['psnr']['crop_border'] == 3.0 and opt['network_g']['depths'] == [3, 3]
     assert forced['train:total_iter'] == 'train:total_iter=20'
-    for entry, message in [('nosuch:key=1', 'nosuch is not a section'), ('train:total_iter', 'expected KEY:SUBKEY=VALUE'),
+    for entry, message in [('nosuch:key=1', 'nosuch is not a section'),
+                           ('train:total_iter', 'expected KEY:SUBKEY=VALUE'),
                            ('train:total_iter=[1', 'did not find expected')]:
         with pytest.raises(OptionError, match=re.escape(f'--force_yml {entry}: ') + f'.*{message}'):
             apply_force_yml(train_options(), [entry])
 
 
 @pytest.mark.parametrize('kind', ['train', 'test'])
-def test_unknown_or_missing_keys_stop_the_command_before_anything_is_written(tmp_path, monkeypatch, kind):
+def test_unknown_or_missing_keys_stop_the_command_before_anything_is_written(tmp_path, monkeypatch, capsys, kind):
     """What BasicSR ran silently (a misspelled key), or failed on with a KeyError after creating experiments/."""
     from basicsr_taylor.quickstart import write_options
     monkeypatch.chdir(tmp_path)
@@ -172,6 +174,7 @@ def test_unknown_or_missing_keys_stop_the_command_before_anything_is_written(tmp
             run_basicsr_pipeline(kind, ['-opt', path, *extra])
         assert str(exit_.value) == f'basicsr-taylor-{kind}: error: {path}: {message}'
     assert sorted(os.listdir(tmp_path)) == ['good.yml', 'missing.yml']
+    assert 'Disable distributed.' not in capsys.readouterr().out  # BasicSR printed it before failing
 
 
 def test_a_cosine_schedule_must_cover_total_iter():

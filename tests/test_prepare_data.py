@@ -150,3 +150,14 @@ def test_crop_not_multiple_of_alignment_is_rejected(tmp_path):
     hr = write_hr(str(tmp_path / 'HR'))
     with pytest.raises(DataPreparationError, match='crop=50 must be a positive multiple of align=12'):
         data.prepare(hr, str(tmp_path / 'LR' / 'X{scale}'), str(tmp_path), scales=(2, ), crop=50, step=48)
+
+
+def test_a_scale_the_alignment_cannot_serve_stops_before_any_work(tmp_path):
+    """--scales 5 built the whole x5 LR folder, then stopped on align=12 (and called itself prepare_data)."""
+    hr = write_hr(str(tmp_path / 'HR'))
+    with pytest.raises(SystemExit) as exit_:
+        prepare_data.main(['--hr', hr, '--out', str(tmp_path / 'out'), '--scales', '2', '5', '--crop', '48',
+                           '--step', '48'])
+    assert str(exit_.value) == ('basicsr-taylor-prepare: error: align=12 must be a multiple of the scale 5 (--align: '
+                                'a common multiple of the scales, e.g. 60)')
+    assert sorted(os.listdir(tmp_path)) == ['HR']

@@ -431,8 +431,11 @@ def load_benchmark():
     return module
 
 
-def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
+def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path, capsys):
     bench = load_benchmark()
+    # by default a quick run goes to results/, never over the committed docs/benchmarks/cpu/
+    assert bench.parse_args(['--quick']).out == 'results/benchmark-quick'
+    assert bench.parse_args([]).out == 'docs/benchmarks/cpu'
     out = tmp_path / 'bench'
     records = bench.main(['--quick', '--repeats', '1', '--warmup', '0', '--cpu-mem-cap-gb', '0', '--device', 'cpu',
                           '--out', str(out)])
@@ -453,6 +456,9 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path):
     assert pngs == ['op_forward.png', 'op_forward_backward.png', 'scaling-size.png', 'scaling-window.png']
     assert all((out / p).stat().st_size > 1000 for p in pngs)
     assert not list(out.glob('tmp*'))  # no half-written files left
+    printed = capsys.readouterr().out
+    assert 'these times and ratios mean nothing about the real sizes' in printed
+    assert all(line.endswith('[quick sizes]') for line in printed.splitlines() if '(limit ' in line)
 
 
 def test_benchmark_flex_bias_baseline_equals_swinir_softmax_on_the_cpu():

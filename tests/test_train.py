@@ -351,8 +351,10 @@ def test_train_and_test_help_describe_every_flag(capsys):
             option_checks.run_basicsr_pipeline(kind, ['--help'])
         assert exit_.value.code == 0
         text = ' '.join(capsys.readouterr().out.split())
-        for flag, words in [('-opt FILE', 'option file'), ('--launcher', 'torchrun'), ('--auto_resume', 'newest state'),
-                            ('--debug', 'validation every 8'), ('--force_yml', 'override existing options')]:
+        flags = [('-opt FILE', 'option file'), ('--launcher', 'torchrun'), ('--force_yml', 'override options')]
+        if kind == 'train':  # the test command accepts them, as BasicSR's parser does, without listing them
+            flags += [('--auto_resume', 'newest state'), ('--debug', 'validation every 8')]
+        for flag, words in flags:
             assert re.search(re.escape(flag) + r'.*? ' + words, text), (kind, flag)
 
 
@@ -420,3 +422,20 @@ def test_the_quickstarts_train_further_command_runs(workdir):
     assert len(lrs) == 8 and lrs[0] == 1e-5
     assert lrs[1] == pytest.approx(1e-5 + 0.25 * (4e-3 - 1e-5) * (1 + math.cos(math.pi / 8)), rel=1e-3)
     assert states(root, name) == [4, 8, 12, 16]
+
+
+def test_a_checkpoint_of_another_scale_is_a_one_line_error(workdir, tmp_path, monkeypatch):
+    """basicsr-taylor-test with a x4 checkpoint for a x2 network printed BasicSR's 215-line state_dict traceback;
+    infer and export already said it in one line."""
+    from basicsr.archs import build_network
+    model_path = str(tmp_path / 'net_g_x4.pth')
+    torch.save({'params': build_network(dict(TINY_NET, upscale=4)).state_dict()}, model_path)
+    opt = quickstart.options_for_test(tiny_options(workdir, 'x4_on_x2', total_iter=4, checkpoint_every=4), model_path)
+    opt_path = write_options(opt, str(tmp_path / 'test.yml'))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        option_checks.run_basicsr_pipeline('test', ['-opt', opt_path])
+    assert str(exit_.value) == (f'basicsr-taylor-test: error: {opt_path}: path:pretrain_network_g: checkpoint '
+                                f'{model_path} does not fit the network of network_g: scale (upscale): checkpoint 4, '
+                                'network 2. Use the option file the checkpoint was trained with.')
+    assert sorted(os.listdir(tmp_path)) == ['net_g_x4.pth', 'test.yml']

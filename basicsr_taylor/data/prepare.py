@@ -9,7 +9,7 @@ import os.path as osp
 from .bicubic import make_bicubic_lr
 from .folders import DataPreparationError, list_images
 from .lmdb_files import make_lmdb
-from .sub_images import extract_sub_images, sub_dir_names
+from .sub_images import check_sub_image_sizes, extract_sub_images, sub_dir_names
 
 
 def prepare(hr_dir, lr_template, out_dir, scales=(2, 3, 4), crop=480, step=240, align=12, workers=1,
@@ -18,6 +18,7 @@ def prepare(hr_dir, lr_template, out_dir, scales=(2, 3, 4), crop=480, step=240, 
 
     ``lr_template`` is the LR folder with ``{scale}`` in it (e.g. ``.../DIV2K_train_LR_bicubic/X{scale}``).
     """
+    check_sub_image_sizes(scales, crop, step, align)  # before any work (an LR folder took minutes)
     list_images(hr_dir)  # clear error for a missing or empty HR folder
     if '{scale}' not in lr_template and len(scales) > 1:
         raise DataPreparationError(f'the LR folder {lr_template!r} needs a {{scale}} placeholder for several scales')

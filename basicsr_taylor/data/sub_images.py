@@ -49,16 +49,23 @@ def _write_sub_images(job):
                     [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
 
 
+def check_sub_image_sizes(scales, crop, step, align):
+    """crop and step are positive multiples of align, and align of every scale (checked before any work)."""
+    for name, value in (('crop', crop), ('step', step)):
+        if value <= 0 or value % align:
+            raise DataPreparationError(f'{name}={value} must be a positive multiple of align={align}')
+    for scale in scales:
+        if align % scale:
+            raise DataPreparationError(f'align={align} must be a multiple of the scale {scale} (--align: a common '
+                                       f'multiple of the scales, e.g. {math.lcm(align, scale)})')
+
+
 def extract_sub_images(hr_dir, src_dir, out_dir, scale=1, crop=480, step=240, align=12, workers=1, overwrite=False):
     """Write the sub-images of ``src_dir`` (HR when scale == 1, else its x``scale`` LR) to ``out_dir``.
 
     Boxes come from the HR image sizes in ``hr_dir``, so HR and LR sub-images share names and positions.
     """
-    for name, value in (('crop', crop), ('step', step)):
-        if value <= 0 or value % align:
-            raise DataPreparationError(f'{name}={value} must be a positive multiple of align={align}')
-    if align % scale:
-        raise DataPreparationError(f'align={align} must be a multiple of the scale {scale}')
+    check_sub_image_sizes((scale, ), crop, step, align)
     hr_files = list_images(hr_dir)
     src = {image_key(p, scale): p for p in list_images(src_dir)} if scale > 1 else None
     jobs = []

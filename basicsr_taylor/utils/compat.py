@@ -23,6 +23,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from . import pretrained
+from .cli import accept_dashed_local_rank  # noqa: F401  (BasicSR's parser and torch.distributed.launch)
 from .files import atomic_path
 
 _installed = False
@@ -30,20 +31,11 @@ _installed = False
 
 def _shim_torchvision_functional_tensor():
     """basicsr/data/degradations.py imports ``torchvision.transforms.functional_tensor``, removed in
-    torchvision 0.17 (BasicSR issues #533, #649). Provide it from the module that replaced it."""
-    name = 'torchvision.transforms.functional_tensor'
-    if name in sys.modules:
-        return
-    try:
-        if importlib.util.find_spec(name) is not None:
-            return  # an old torchvision that still has it
-    except ModuleNotFoundError:  # torchvision itself is missing: let basicsr raise its own error
-        return
-    from torchvision.transforms import _functional_tensor
-    shim = types.ModuleType(name)
-    shim.__dict__.update({k: v for k, v in vars(_functional_tensor).items() if not k.startswith('__')})
-    shim.__doc__ = 'basicsr_taylor.compat: alias of torchvision.transforms._functional_tensor'
-    sys.modules[name] = shim
+    torchvision 0.17 (BasicSR issues #533, #649): a finder supplies it, aliasing the module that replaced it,
+    when it is imported and torchvision lacks it. Installed at start-up by basicsr_taylor_hook.pth (so that
+    ``import basicsr`` works before ``import basicsr_taylor``), and here for a checkout on PYTHONPATH."""
+    import basicsr_taylor_hook
+    basicsr_taylor_hook.install()
 
 
 def _provide_distutils():
@@ -64,13 +56,6 @@ def install():
 
 
 # --- Training-time fixes (options.run_basicsr_pipeline applies them; GPU runs keep BasicSR's code paths) ----
-
-def accept_dashed_local_rank(argv):
-    """``python -m torch.distributed.launch`` passes ``--local-rank=N`` (torch >= 2.0); BasicSR's parser only
-    knows ``--local_rank``. Return argv with the dashed spelling rewritten (the value is unused either way:
-    the launcher also sets the LOCAL_RANK environment variable)."""
-    return [('--local_rank' + a[len('--local-rank'):]) if a.startswith('--local-rank') else a for a in argv]
-
 
 def _init_dist_on_cpu(launcher, backend='nccl', **kwargs):
     """Like basicsr.utils.dist_util.init_dist, for machines without CUDA: gloo backend, no cuda.set_device."""

@@ -61,7 +61,8 @@ def accept(section, keys, type_name=None):
     table.setdefault(section, set()).update(keys)
 
 
-_READ = re.compile(r"""(?<![\w.])(?:self\.)?opt(?:\[['"](\w+)['"]\]|\.get\(['"](\w+)['"])|['"](\w+)['"] in (?:self\.)?opt\b""")
+_READ = re.compile(r"""(?<![\w.])(?:self\.)?opt(?:\[['"](\w+)['"]\]|\.get\(['"](\w+)['"])"""
+                   r"""|['"](\w+)['"] in (?:self\.)?opt\b""")
 _SECTION = re.compile(r"""(?:(?<![\w.])(?:self\.)?opt\[['"](\w+)['"]\]|\b(train|val|path|logger)_opt)"""
                       r"""(?:\[['"](\w+)['"]\]|\.get\(['"](\w+)['"])""")
 
@@ -212,8 +213,9 @@ def check_keys(opt):
     if opt.get('network_d') is not None:
         check_typed('network_d:', opt['network_d'], ARCH_REGISTRY)
     path_known = KNOWN['path'] | known.get('path', set())
-    path_known |= {k for k in opt['path'] or {} if re.fullmatch(r'(pretrain_network|param_key|strict_load)_\w+', k)}
-    check_mapping('path:', opt['path'] or {}, path_known)
+    if isinstance(opt['path'], dict):
+        path_known |= {k for k in opt['path'] if re.fullmatch(r'(pretrain_network|param_key|strict_load)_\w+', k)}
+    check_mapping('path:', opt['path'], path_known)
 
     if not isinstance(opt['datasets'], dict) or not opt['datasets']:
         raise OptionError('datasets: expected a mapping of phase names (train, val, test_1, ...) to datasets')

@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from . import compat, pretrained
+from .cli import accept_dashed_local_rank, pipeline_parser
 from .image_io import list_images
 from .option_keys import OptionError, _registered, check_keys
 from .real_esrgan_options import check_real_esrgan, check_real_esrgan_dataset
@@ -98,13 +99,14 @@ def check_dataset(phase, dataset, scale):
 
 def check_network(network, key='network_g'):
     """Build ``network_g`` once (on the CPU, warnings left to the real build): a bad argument fails here, before
-    BasicSR archives the experiment folder. Not basicsr's build_network: its logger must not start yet."""
+    BasicSR archives the experiment folder; returns the network. Not basicsr's build_network: its logger must not
+    start yet."""
     from basicsr.utils.registry import ARCH_REGISTRY
     kwargs = {k: v for k, v in network.items() if k != 'type'}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            _registered(ARCH_REGISTRY, network['type'], key)(**kwargs)
+            return _registered(ARCH_REGISTRY, network['type'], key)(**kwargs)
     except Exception as err:  # noqa: BLE001  (ValueError/TypeError/assertions of any architecture)
         detail = str(err) if isinstance(err, ValueError) else f'{type(err).__name__}: {err}'
         raise OptionError(f'{key} ({network["type"]}): {" ".join(detail.split())}') from None
@@ -145,14 +147,22 @@ def check_options(opt):
         raise OptionError('datasets:train is missing')
     for phase, dataset in opt['datasets'].items():
         check_dataset(phase, dataset, scale)
-    check_network(network)
+    built = check_network(network)
     if opt.get('network_d'):
         check_network(opt['network_d'], 'network_d')
     check_schedule(opt)
     check_real_esrgan(opt)
-    pretrain_path = (opt.get('path') or {}).get('pretrain_network_g')
-    if pretrain_path and not opt.get('auto_resume') and not osp.isfile(pretrain_path):
-        raise OptionError(f'path:pretrain_network_g: file not found: {pretrain_path}')
+    path = opt.get('path') or {}
+    pretrain_path = path.get('pretrain_network_g')
+    if pretrain_path and not opt.get('auto_resume'):
+        if not osp.isfile(pretrain_path):
+            raise OptionError(f'path:pretrain_network_g: file not found: {pretrain_path}')
+        if path.get('strict_load_g', True):  # BasicSR's strict load failed with a traceback of every key
+            from .checkpoint import CheckpointError, check_fits, load_state_dict
+            try:
+                check_fits(built, load_state_dict(pretrain_path)[0], pretrain_path, 'network_g')
+            except CheckpointError as err:
+                raise OptionError(f'path:pretrain_network_g: {err}') from None
 
 
 def _yaml_error(err):
@@ -222,7 +232,7 @@ def parse_options(root_path, is_train=True):
     from basicsr.utils import set_random_seed
     from basicsr.utils.dist_util import get_dist_info
     args = pipeline_parser('train' if is_train else 'test').parse_args(
-        compat.accept_dashed_local_rank(sys.argv[1:]))
+        accept_dashed_local_rank(sys.argv[1:]))
     opt = read_option_file(args.opt)
     try:
         forced = apply_force_yml(opt, args.force_yml)
@@ -270,7 +280,8 @@ def parse_options(root_path, is_train=True):
     if is_train:
         root = osp.join(root_path, 'experiments', opt['name'])
         opt['path'].update(experiments_root=root, models=osp.join(root, 'models'), log=root,
-                           training_states=osp.join(root, 'training_states'), visualization=osp.join(root, 'visualization'))
+                           training_states=osp.join(root, 'training_states'),
+                           visualization=osp.join(root, 'visualization'))
         if 'debug' in opt['name']:
             if 'val' in opt:
                 opt['val']['val_freq'] = 8
@@ -282,34 +293,11 @@ def parse_options(root_path, is_train=True):
     return opt, args
 
 
-def pipeline_parser(kind):
-    """BasicSR's command-line flags (basicsr.utils.options.parse_options), described for --help."""
-    verb = {'train': 'Train', 'test': 'Test (PSNR/SSIM, saved images)'}[kind]
-    where = {'train': 'experiments/<name>/ and tb_logger/<name>/', 'test': 'results/<name>/'}[kind]
-    parser = argparse.ArgumentParser(
-        prog=f'basicsr-taylor-{kind}',
-        description=f'{verb} with BasicSR\'s own pipeline, TaylorSwinIR registered. Writes {where} under the '
-        'current directory. The option file is checked (data, sizes, network) before anything is written.')
-    parser.add_argument('-opt', required=True, metavar='FILE', help=f'BasicSR option file, e.g. options/{kind}_x2.yml')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='none: one process (default); pytorch: started by torchrun; slurm: started by srun')
-    parser.add_argument('--auto_resume', action='store_true',
-                        help='continue from the newest state in experiments/<name>/training_states (training)')
-    parser.add_argument('--debug', action='store_true',
-                        help='BasicSR debug mode: name prefixed with debug_, validation every 8 iterations, '
-                        'logs every iteration, no tensorboard')
-    parser.add_argument('--local_rank', type=int, default=0, help='set by torch.distributed.launch (unused)')
-    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='override existing options, e.g. train:total_iter=1000 '
-                        'datasets:train:batch_size_per_gpu=2')
-    return parser
-
-
 def run_basicsr_pipeline(kind, argv=None):
     """``basicsr.<kind>.<kind>_pipeline`` with root_path = the current directory, so experiments/, tb_logger/ and
     results/ go where the command runs (and where --auto_resume looks). ``argv`` defaults to sys.argv[1:]."""
     compat.install_training_fixes()
-    argv = compat.accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
+    argv = accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
     args = pipeline_parser(kind).parse_args(argv)  # --help, and usage errors before anything runs
     module = importlib.import_module(f'basicsr.{kind}')
     module.parse_options = parse_options  # the option file read safely and checked before BasicSR uses it
