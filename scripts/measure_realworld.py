@@ -90,7 +90,8 @@ def main():
         for name, original in originals.items():
             setattr(cls, name, original)
     import torch
-    print(f'\nbatch {args.batch} (GT 384, LR 96), torch threads {torch.get_num_threads()}, perceptual loss on {vgg}, load average '
+    print(f'\nbatch {args.batch} (GT 384, LR 96), torch threads {torch.get_num_threads()}, perceptual loss on {vgg}, '
+          'load average '
           f'{" ".join(f"{x:.2f}" for x in os.getloadavg())}')
     print('| stage | iteration | step | wall s | CPU s |\n| --- | --- | --- | --- | --- |')
     count = {}

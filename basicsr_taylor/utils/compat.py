@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import types
-import warnings
 from collections import OrderedDict
 
 import torch
@@ -250,11 +249,10 @@ def _safe_ordered_yaml(original):
     return ordered_yaml
 
 
-# --- Real-ESRGAN: the models follow their device, their blur takes any layout, VGG's weights are there first -----
+# --- Real-ESRGAN: the models follow their device, their blur takes any layout (VGG's weights: pretrained.py) ---
 
 def _follow_model_device(cls):
-    """RealESRNetModel / RealESRGANModel.__init__ build ``DiffJPEG().cuda()`` and ``USMSharp().cuda()``: put them
-    on the model's device instead (``cpu`` with num_gpu 0; the current GPU otherwise, as ``.cuda()`` did)."""
+    """RealESRNetModel / RealESRGANModel.__init__ with DiffJPEG and USMSharp on the model's device, not ``.cuda()``."""
 
     def __init__(self, opt):
         super(cls, self).__init__(opt)  # SRModel / SRGANModel: networks, losses, optimizers on self.device
@@ -267,8 +265,7 @@ def _follow_model_device(cls):
 
 
 def _queue_on_data_device(original):
-    """_dequeue_and_enqueue creates its training-pair queue with ``.cuda()``: create it where the batch is (its
-    own assertion becomes a one-line error), then run BasicSR's queue as it is."""
+    """_dequeue_and_enqueue made its training-pair queue with ``.cuda()``: make it where the batch is, first."""
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self):
@@ -293,7 +290,7 @@ def _filter2d_on_contiguous(original):
 
     def filter2D(img, kernel):  # noqa: N802  (BasicSR's name)
         img, k = img.contiguous(), kernel.size(-1)
-        if img.is_cuda or kernel.size(0) != 1 or k % 2 == 0:
+        if img.device.type != 'cpu' or kernel.size(0) != 1 or k % 2 == 0:
             return original(img, kernel)
         b, c, h, w = img.shape
         padded = torch.nn.functional.pad(img, (k // 2, ) * 4, mode='reflect')
@@ -303,20 +300,6 @@ def _filter2d_on_contiguous(original):
 
     filter2D.__wrapped__ = original
     return filter2D
-
-
-def _vgg_weights_first(original):
-    """VGGFeatureExtractor: weights first (``pretrained.ensure_vgg_weights``: there, downloaded, or a one-line error);
-    torchvision's two warnings about BasicSR's ``pretrained=`` argument (still supported, same weights) silenced."""
-
-    def __init__(self, layer_name_list, vgg_type='vgg19', *args, **kwargs):
-        pretrained.ensure_vgg_weights(vgg_type)
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', r".*('pretrained' is deprecated|other than a weight enum)", UserWarning)
-            original(self, layer_name_list, vgg_type, *args, **kwargs)
-
-    __init__.__wrapped__ = original
-    return __init__
 
 
 _training_fixes_installed = False
@@ -363,5 +346,5 @@ def install_training_fixes():
         model.__init__ = _follow_model_device(model)
         model._dequeue_and_enqueue = _queue_on_data_device(model._dequeue_and_enqueue)
         sys.modules[model.__module__].filter2D = img_process_util.filter2D  # the degradations'
-    VGGFeatureExtractor.__init__ = _vgg_weights_first(VGGFeatureExtractor.__init__)
+    VGGFeatureExtractor.__init__ = pretrained.vgg_weights_first(VGGFeatureExtractor.__init__)
     _training_fixes_installed = True

@@ -33,7 +33,8 @@ def check_real_esrgan_dataset(phase, dataset):
     else:
         meta = dataset.get('meta_info')
         if not meta or not osp.isfile(meta):
-            raise OptionError(f'{prefix}:meta_info: file not found: {meta} (basicsr-taylor-prepare --hr-only writes it)')
+            raise OptionError(f'{prefix}:meta_info: file not found: {meta} '
+                              '(basicsr-taylor-prepare --hr-only writes it)')
         with open(meta) as f:
             first = f.readline().strip().split(' ')[0]
         if not first or not osp.isfile(osp.join(dataset['dataroot_gt'], first)):
