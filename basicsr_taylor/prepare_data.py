@@ -2,6 +2,7 @@
 
     python scripts/prepare_div2k.py --root datasets/DIV2K                 # DIV2K, x2/x3/x4
     python scripts/prepare_div2k.py --hr my_photos --out datasets/mine --scales 2   # any HR folder
+    basicsr-taylor-prepare --hr datasets/DF2K/DF2K_HR --hr-only [--multiscale]      # real-world SR: HR only
 
 Steps (each one skipped when its output already exists, so the script can be run again):
 
@@ -11,6 +12,10 @@ Steps (each one skipped when its output already exists, so the script can be run
    480/240 for DIV2K) and LR into the matching ``crop/s``×``crop/s`` sub-images at the same places.
    HR positions are multiples of ``align`` (12 = lcm(2, 3, 4)), so one HR set pairs exactly with x2, x3 and x4.
 3. Pack every sub-image folder into an LMDB with ``basicsr.utils.lmdb_util.make_lmdb_from_imgs``.
+
+With --hr-only (real-world SR, BasicSR's RealESRGANDataset synthesises the LR images while training): no LR;
+optionally Real-ESRGAN's multiscale copies of every HR image (--multiscale), then HR sub-images (400/200 by
+default, Real-ESRGAN's), their meta_info file (disk) and their LMDB.
 
 Every output is written under a ``.partial`` name and renamed when complete: an interrupted run never leaves a
 folder or LMDB that looks finished.
@@ -27,6 +32,8 @@ if __package__ in (None, ''):  # run as a file: put the repository root, not bas
 
 from basicsr_taylor.utils.cli import answer_help_early  # noqa: E402
 
+DEFAULTS = {False: dict(crop=480, step=240, align=12), True: dict(crop=400, step=200, align=1)}  # by --hr-only
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog='basicsr-taylor-prepare', description=__doc__,
@@ -37,14 +44,25 @@ def parse_args(argv=None):
                         'created with MATLAB bicubic when missing')
     parser.add_argument('--out', help='output folder for sub-images and LMDBs (default: ROOT)')
     parser.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
-    parser.add_argument('--crop', type=int, default=480, help='HR sub-image size (default: %(default)s)')
-    parser.add_argument('--step', type=int, default=240, help='HR sub-image stride (default: %(default)s)')
-    parser.add_argument('--align', type=int, default=12,
-                        help='HR sub-image corners are multiples of this; a multiple of every scale (default: 12)')
+    parser.add_argument('--crop', type=int, help='HR sub-image size (default: 480; 400 with --hr-only)')
+    parser.add_argument('--step', type=int, help='HR sub-image stride (default: 240; 200 with --hr-only)')
+    parser.add_argument('--align', type=int,
+                        help='HR sub-image corners are multiples of this; a multiple of every scale (default: 12; '
+                        '1 with --hr-only)')
+    parser.add_argument('--hr-only', action='store_true',
+                        help="real-world SR: HR sub-images, meta_info and LMDB for BasicSR's RealESRGANDataset, no LR")
+    parser.add_argument('--multiscale', action='store_true',
+                        help="with --hr-only: first add Real-ESRGAN's smaller copies of every HR image (3/4, 1/2, 1/3, "
+                        'shorter side 400)')
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument('--overwrite', action='store_true', help='rebuild outputs that already exist')
     parser.add_argument('--no-lmdb', action='store_true', help='only sub-image folders')
     args = parser.parse_args(argv)
+    if args.multiscale and not args.hr_only:
+        parser.error('--multiscale needs --hr-only')
+    for key, value in DEFAULTS[args.hr_only].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     from basicsr_taylor.data import sub_dir_names
     if args.hr is None:  # DIV2K layout under --root
         args.hr = osp.join(args.root, 'DIV2K_train_HR')
@@ -60,11 +78,25 @@ def parse_args(argv=None):
 answer_help_early('prepare_data', parse_args)  # --help without torch or BasicSR; the heavy imports follow
 
 import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr)
-from basicsr_taylor.data import DataPreparationError, prepare  # noqa: E402
+from basicsr_taylor.data import DataPreparationError, prepare, prepare_hr_only  # noqa: E402
+
+
+def main_hr_only(args):
+    try:
+        out = prepare_hr_only(args.hr, args.out, args.crop, args.step, args.align, args.multiscale, args.workers,
+                              args.overwrite, not args.no_lmdb)
+    except DataPreparationError as err:
+        raise SystemExit(f'basicsr-taylor-prepare: error: {err}') from None
+    print(f'HR sub-images: {out["sub_dir"]}\nRealESRGANDataset, io_backend disk: dataroot_gt: {args.out}, '
+          f'meta_info: {out["meta_info"]}')
+    if out['lmdb']:
+        print(f'RealESRGANDataset, io_backend lmdb: dataroot_gt: {out["lmdb"]}')
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.hr_only:
+        return main_hr_only(args)
     try:
         outputs = prepare(args.hr, args.lr, args.out, tuple(args.scales), args.crop, args.step, args.align,
                           args.workers, args.overwrite, not args.no_lmdb)

@@ -12,7 +12,6 @@ import os.path as osp
 import subprocess
 import sys
 import time
-import types
 from collections import OrderedDict
 
 import torch
@@ -21,6 +20,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
+from . import pretrained
 from .cli import accept_dashed_local_rank  # noqa: F401  (BasicSR's parser and torch.distributed.launch)
 from .files import atomic_path
 
@@ -248,6 +248,59 @@ def _safe_ordered_yaml(original):
     return ordered_yaml
 
 
+# --- Real-ESRGAN: the models follow their device, their blur takes any layout (VGG's weights: pretrained.py) ---
+
+def _follow_model_device(cls):
+    """RealESRNetModel / RealESRGANModel.__init__ with DiffJPEG and USMSharp on the model's device, not ``.cuda()``."""
+
+    def __init__(self, opt):
+        super(cls, self).__init__(opt)  # SRModel / SRGANModel: networks, losses, optimizers on self.device
+        from basicsr.utils import DiffJPEG, USMSharp
+        self.jpeger, self.usm_sharpener = DiffJPEG(differentiable=False).to(self.device), USMSharp().to(self.device)
+        self.queue_size = opt.get('queue_size', 180)
+
+    __init__.__wrapped__ = cls.__init__
+    return __init__
+
+
+def _queue_on_data_device(original):
+    """_dequeue_and_enqueue made its training-pair queue with ``.cuda()``: make it where the batch is, first."""
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self):
+        if not hasattr(self, 'queue_lr'):
+            batch = self.lq.size(0)
+            if self.queue_size % batch:
+                raise ValueError(f'queue_size {self.queue_size} is not a multiple of the batch size {batch}')
+            self.queue_lr = self.lq.new_zeros((self.queue_size, *self.lq.shape[1:]))
+            self.queue_gt = self.gt.new_zeros((self.queue_size, *self.gt.shape[1:]))
+            self.queue_ptr = 0
+        return original(self)
+
+    _dequeue_and_enqueue.__wrapped__ = original
+    return _dequeue_and_enqueue
+
+
+def _filter2d_on_contiguous(original):
+    """filter2D reshapes its input with ``.view``; today's F.pad keeps a channels-last input channels-last, and
+    DiffJPEG's output is one, so the second degradation's blur failed ('view size is not compatible'). On the CPU a
+    kernel shared by the batch (USMSharp's 51x51) runs as a depthwise conv: same sums, 8x faster than BasicSR's
+    one-channel conv over b·c images (measured at 2x3x400x400, 1 thread); GPUs keep BasicSR's (not measured)."""
+
+    def filter2D(img, kernel):  # noqa: N802  (BasicSR's name)
+        img, k = img.contiguous(), kernel.size(-1)
+        if img.device.type != 'cpu' or kernel.size(0) != 1 or k % 2 == 0:
+            return original(img, kernel)
+        b, c, h, w = img.shape
+        padded = torch.nn.functional.pad(img, (k // 2, ) * 4, mode='reflect')
+        out = torch.nn.functional.conv2d(padded.view(1, b * c, h + k - 1, w + k - 1),
+                                         kernel.view(1, 1, k, k).expand(b * c, 1, k, k), groups=b * c)
+        return out.view(b, c, h, w)
+
+    filter2D.__wrapped__ = original
+    return filter2D
+
+
 _training_fixes_installed = False
 
 
@@ -261,7 +314,10 @@ def install_training_fixes():
     - a resumed run keeps the schedule of its option file (BasicSR restored the first run's);
     - option files are parsed with :class:`SafeOrderedLoader` (basicsr.utils.options.ordered_yaml);
     - the validation after the last iteration is skipped when the weights were just validated;
-    - train_pipeline's epoch count follows the train loader's length (it drops the last incomplete batch).
+    - train_pipeline's epoch count follows the train loader's length (it drops the last incomplete batch);
+    - RealESRNetModel / RealESRGANModel keep DiffJPEG, USMSharp and the training-pair queue on the model's device,
+      and their blur (filter2D) takes DiffJPEG's channels-last output;
+    - VGGFeatureExtractor (perceptual loss) gets its weights first, or fails in one line (utils/pretrained.py).
     """
     global _training_fixes_installed
     if _training_fixes_installed:
@@ -280,4 +336,14 @@ def install_training_fixes():
     basicsr.utils.options.ordered_yaml = _safe_ordered_yaml(basicsr.utils.options.ordered_yaml)
     BaseModel.validation = _skip_repeated_validation(BaseModel.validation)
     basicsr.train.create_train_val_dataloader = _epochs_from_loader(basicsr.train.create_train_val_dataloader)
+    from basicsr.archs.vgg_arch import VGGFeatureExtractor
+    from basicsr.models.realesrgan_model import RealESRGANModel
+    from basicsr.models.realesrnet_model import RealESRNetModel
+    from basicsr.utils import img_process_util
+    img_process_util.filter2D = _filter2d_on_contiguous(img_process_util.filter2D)  # USMSharp's
+    for model in (RealESRNetModel, RealESRGANModel):
+        model.__init__ = _follow_model_device(model)
+        model._dequeue_and_enqueue = _queue_on_data_device(model._dequeue_and_enqueue)
+        sys.modules[model.__module__].filter2D = img_process_util.filter2D  # the degradations'
+    VGGFeatureExtractor.__init__ = pretrained.vgg_weights_first(VGGFeatureExtractor.__init__)
     _training_fixes_installed = True

@@ -49,7 +49,7 @@ KNOWN = {
                     'jpeg_range2', 'gt_size'},
 }
 # Keys a model type or dataset type reads that the source scan cannot see: {type name: {section: keys}}.
-EXTRA = {}
+EXTRA = {'RealESRGANDataset': {'datasets:*': {'gt_size'}}}  # in BasicSR's Real-ESRGAN recipes; the model crops
 SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR'}  # BasicSR's setup_schedulers: option name -> class
 SET_BY_BASICSR = {'phase', 'scale', 'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path'}
 

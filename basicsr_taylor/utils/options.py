@@ -4,7 +4,6 @@ A wrong option file fails at once, before BasicSR creates or archives anything u
 or results/, with one line naming the file and the option key or YAML line at fault (BasicSR itself fails
 later, often with a bare KeyError or assertion, after renaming the experiment folder).
 """
-import argparse
 import importlib
 import os
 import os.path as osp
@@ -16,10 +15,11 @@ import warnings
 import yaml
 from PIL import Image
 
-from . import compat, precision
+from . import compat, precision, pretrained
 from .cli import accept_dashed_local_rank, pipeline_parser
 from .image_io import list_images
 from .option_keys import OptionError, _registered, check_keys
+from .real_esrgan_options import check_real_esrgan, check_real_esrgan_dataset
 
 __all__ = ['OptionError', 'check_options', 'parse_options', 'read_option_file', 'run_basicsr_pipeline']
 
@@ -64,6 +64,8 @@ def check_dataset(phase, dataset, scale):
     from basicsr.utils.registry import DATASET_REGISTRY
     prefix = f'datasets:{phase}'
     _check_registered(DATASET_REGISTRY, dataset.get('type'), f'{prefix}:type')
+    if dataset['type'] in ('RealESRGANDataset', 'RealESRGANPairedDataset', 'SingleImageDataset'):
+        return check_real_esrgan_dataset(phase, dataset)
     if dataset['type'] != 'PairedImageDataset':
         return
     backend = (dataset.get('io_backend') or {}).get('type')
@@ -96,7 +98,7 @@ def check_dataset(phase, dataset, scale):
                               f'use gt_size <= {fits} or leave the small images out')
 
 
-def check_network(network):
+def check_network(network, key='network_g'):
     """Build ``network_g`` once (on the CPU, warnings left to the real build): a bad argument fails here, before
     BasicSR archives the experiment folder; returns the network. Not basicsr's build_network: its logger must not
     start yet."""
@@ -105,10 +107,10 @@ def check_network(network):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            return ARCH_REGISTRY.get(network['type'])(**kwargs)
+            return _registered(ARCH_REGISTRY, network['type'], key)(**kwargs)
     except Exception as err:  # noqa: BLE001  (ValueError/TypeError/assertions of any architecture)
         detail = str(err) if isinstance(err, ValueError) else f'{type(err).__name__}: {err}'
-        raise OptionError(f'network_g ({network["type"]}): {" ".join(detail.split())}') from None
+        raise OptionError(f'{key} ({network["type"]}): {" ".join(detail.split())}') from None
 
 
 def check_schedule(opt):
@@ -151,16 +153,19 @@ def check_options(opt):
     except ValueError as err:
         raise OptionError(str(err)) from None
     built = check_network(network)
+    if opt.get('network_d'):
+        check_network(opt['network_d'], 'network_d')
     check_schedule(opt)
+    check_real_esrgan(opt)
     path = opt.get('path') or {}
-    pretrained = path.get('pretrain_network_g')
-    if pretrained and not opt.get('auto_resume'):
-        if not osp.isfile(pretrained):
-            raise OptionError(f'path:pretrain_network_g: file not found: {pretrained}')
+    pretrain_path = path.get('pretrain_network_g')
+    if pretrain_path and not opt.get('auto_resume'):
+        if not osp.isfile(pretrain_path):
+            raise OptionError(f'path:pretrain_network_g: file not found: {pretrain_path}')
         if path.get('strict_load_g', True):  # BasicSR's strict load failed with a traceback of every key
             from .checkpoint import CheckpointError, check_fits, load_state_dict
             try:
-                check_fits(built, load_state_dict(pretrained)[0], pretrained, 'network_g')
+                check_fits(built, load_state_dict(pretrain_path)[0], pretrain_path, 'network_g')
             except CheckpointError as err:
                 raise OptionError(f'path:pretrain_network_g: {err}') from None
 
@@ -245,6 +250,9 @@ def parse_options(root_path, is_train=True):
             raise
     except OptionError as err:
         raise OptionError(f'{args.opt}: {err}') from None
+    perceptual = (opt.get('train') or {}).get('perceptual_opt') if is_train else None
+    if perceptual:  # download the VGG weights (or fail in one line) before BasicSR creates the experiment
+        pretrained.ensure_vgg_weights(perceptual.get('vgg_type', 'vgg19'))
     # from here on as BasicSR's parse_options
     if args.launcher == 'none':
         opt['dist'] = False
@@ -296,11 +304,11 @@ def run_basicsr_pipeline(kind, argv=None):
     compat.install_training_fixes()
     precision.install()  # train:precision / val:precision (autocast, GradScaler)
     argv = accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
-    args = pipeline_parser(kind).parse_args(argv)  # --help, and usage errors before anything runs
+    pipeline_parser(kind).parse_args(argv)  # --help, and usage errors before anything runs
     module = importlib.import_module(f'basicsr.{kind}')
     module.parse_options = parse_options  # the option file read safely and checked before BasicSR uses it
     sys.argv = [sys.argv[0]] + argv
     try:
         getattr(module, f'{kind}_pipeline')(os.getcwd())
-    except OptionError as err:
+    except (OptionError, pretrained.MissingWeightsError) as err:
         raise SystemExit(f'basicsr-taylor-{kind}: error: {err}') from None
