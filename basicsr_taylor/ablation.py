@@ -28,11 +28,18 @@ if __package__ in (None, ''):  # run as a file: put the repository root, not bas
     sys.path.insert(0, os.path.dirname(_here))
 
 import basicsr_taylor  # noqa: E402,F401  (before basicsr: compat fixes, archs registered)
-from basicsr_taylor.ablations.inputs import parse_test_sets, prepare_training_data, training_dataroots  # noqa: E402
-from basicsr_taylor.ablations.report import write_reports  # noqa: E402
-from basicsr_taylor.ablations.runner import existing_record, run_variant  # noqa: E402
-from basicsr_taylor.ablations.variants import TEMPLATES, AblationError, load_yaml  # noqa: E402
-from basicsr_taylor.data import DataPreparationError  # noqa: E402
+from basicsr_taylor.ablations.grid import run_grid  # noqa: E402
+from basicsr_taylor.ablations.variants import TEMPLATES  # noqa: E402
+
+
+def parse_seeds(text):
+    try:
+        seeds = [int(s) for s in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated integers such as 0,1,2, got {text!r}') from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f'seeds must be distinct and >= 0, got {text!r}')
+    return seeds
 
 
 def parse_args(argv=None):
@@ -44,11 +51,18 @@ def parse_args(argv=None):
     data.add_argument('--train-hr', nargs='+', metavar='HR_DIR', help='HR training folders (prepared with the '
                       'data script: MATLAB-bicubic LR, sub-images, LMDBs under ROOT/data)')
     data.add_argument('--train-lmdb', nargs=2, metavar=('GT_LMDB', 'LQ_LMDB'), help='prepared training LMDBs')
+    parser.add_argument('--hold-out', metavar='FOLDER=N', help='leave the first N images (by file name) of the '
+                        '--train-hr folder named FOLDER out of training and test on them as the set FOLDER-heldN')
     parser.add_argument('--test', nargs='+', required=True, metavar='NAME=HR[,LR]',
                         help='test sets (the first one also validates at the end of training)')
     parser.add_argument('--scale', type=int, default=2)
     parser.add_argument('--root', default='.', help='working folder (default: current directory)')
-    parser.add_argument('--seed', type=int, default=0)
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument('--seeds', type=parse_seeds, default=[0], metavar='S[,S...]',
+                       help='train every variant once per seed (BasicSR manual_seed; default: 0)')
+    seeds.add_argument('--seed', type=int, dest='seed', help='one seed (same as --seeds S)')
+    parser.add_argument('--jobs', type=int, default=1, help='runs trained at once (default 1); with more than one, '
+                        'each gets --threads threads (default 1) and its s/iter is not comparable to a run alone')
     parser.add_argument('--lr-patch', type=int, default=48, help='base LR patch side (default: %(default)s)')
     parser.add_argument('--batch', type=int, default=4, help='batch at the base LR patch (default: %(default)s)')
     parser.add_argument('--embed-dim', type=int, default=60)
@@ -66,45 +80,23 @@ def parse_args(argv=None):
     parser.add_argument('--nproc-per-node', type=int, default=1, help='GPUs per variant with --launcher pytorch')
     parser.add_argument('--templates', default=TEMPLATES, help='folder with base.yml and experiments.yml')
     parser.add_argument('--dry-run', action='store_true', help='write the option files only')
+    parser.add_argument('--no-estimate', action='store_true', help='do not estimate the grid\'s time first')
     parser.add_argument('--report-only', action='store_true', help='only rewrite the tables and plots from records')
     args = parser.parse_args(argv)
+    if args.seed is not None:
+        args.seeds = [args.seed]
+    if args.jobs < 1:
+        parser.error(f'--jobs must be >= 1, got {args.jobs}')
+    if args.jobs > 1 and args.threads is None:
+        args.threads = 1
     args.sub_image = args.sub_image or 96 * args.scale
     args.root = osp.abspath(args.root)
     return args
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    experiments = load_yaml(osp.join(args.templates, 'experiments.yml'))
-    base = load_yaml(osp.join(args.templates, 'base.yml'))
-    names = list(experiments) if args.experiments == ['all'] else args.experiments
-    unknown = [n for n in names if n not in experiments]
-    if unknown:
-        raise SystemExit(f'basicsr-taylor-ablation: unknown experiment(s) {unknown}; known: {list(experiments)}')
-    if len(args.depths) != len(args.heads):
-        raise SystemExit('basicsr-taylor-ablation: --depths and --heads need the same length')
-    os.makedirs(args.root, exist_ok=True)
-    try:
-        args.test = parse_test_sets(args.test, args.scale, args.root)
-        dataroots = training_dataroots(args) if args.report_only else prepare_training_data(args)
-        for experiment in names:
-            records = []
-            for variant_name, variant in experiments[experiment]['variants'].items():
-                if args.variants and variant_name not in args.variants:
-                    continue
-                if args.report_only:
-                    record = existing_record(variant_name, variant, base, args, dataroots)
-                else:
-                    record = run_variant(experiment, variant_name, variant, base, args, dataroots)
-                if record is not None:
-                    records.append(record)
-            if records and not args.dry_run:
-                out_dir = osp.join(args.root, 'ablation', experiment)
-                paths = write_reports(records, out_dir, experiment, experiments[experiment], args)
-                print(f'[{experiment}] wrote {", ".join(paths)}', flush=True)
-    except (AblationError, DataPreparationError) as err:
-        raise SystemExit(f'basicsr-taylor-ablation: error: {err}') from None
-    return 0
+    """Exit code 0, or 2 with a one-line error (unknown experiment or variant, no record, bad data argument)."""
+    return run_grid(parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -17,6 +17,8 @@ from basicsr_taylor.data import sample_photo
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])),
            OMP_NUM_THREADS='1')
+# run names the 0.2.0 runner gave (before --seeds and temperature_param), window experiment, /d/ paths
+GOLDEN_NAMES = {'SwinIR-w8': 'abl_SwinIR-w8_411b2d31', 'TaylorSwinIR-w24': 'abl_TaylorSwinIR-w24_fff9f44c'}
 TINY = ['--scale', '2', '--sub-image', '48', '--lr-patch', '16', '--batch', '2', '--embed-dim', '12',
         '--depths', '1', '--heads', '2', '--threads', '1', '--workers', '0']
 
@@ -46,7 +48,7 @@ def test_runner_end_to_end_skips_and_resumes(data):
     args = ['taylor-vs-softmax', '--iters', '2', '--train-hr', str(data / 'train_hr'), '--test',
             f'Tiny={data / "test_hr"}', '--root', str(work), '--variants', 'SwinIR-w8', 'TaylorSwinIR-w8', *TINY]
     out = run(args, data)
-    assert out.count('training 2 iterations') == 2 and 'left out' in out
+    assert out.count('training 2 iterations') == 2 and 'left out' in out and 'estimate: 2 run(s)' in out
     records = sorted(os.listdir(work / 'ablation' / 'records'))
     assert len(records) == 2
     option_dir = work / 'ablation' / 'options'
@@ -62,6 +64,7 @@ def test_runner_end_to_end_skips_and_resumes(data):
     assert '| SwinIR-w8 |' in table and '| TaylorSwinIR-w8 |' in table and 'Tiny PSNR / SSIM' in table
     rows = list(csv.DictReader(open(work / 'ablation' / 'taylor-vs-softmax' / 'results.csv')))
     assert [r['variant'] for r in rows] == ['SwinIR-w8', 'TaylorSwinIR-w8']
+    assert [r['seed'] for r in rows] == ['0', '0'] and [r['jobs'] for r in rows] == ['1', '1']
     for row in rows:
         assert 5 < float(row['Tiny_psnr']) < 60 and 0 < float(row['Tiny_ssim']) <= 1
         assert float(row['sec_per_iter']) > 0 and float(row['peak_memory_mib']) > 0 and int(row['params']) > 0
@@ -84,26 +87,56 @@ def test_runner_end_to_end_skips_and_resumes(data):
     assert '| SwinIR-w8 |' in open(work / 'ablation' / 'window' / 'results.md').read()
 
 
-def test_option_files_of_every_experiment(tmp_path):
-    """Dry run of all experiments: every option file builds its network; equal LR pixels per step; variants with
-    the same options (w24 = order 2, w48-lr96 = temperature 1 = p1-w48) share one run."""
+def test_option_files_of_every_experiment(tmp_path, capsys):
+    """Dry run of all experiments with two seeds: every option file builds its network; equal LR pixels per step;
+    variants with the same options (w24 = order 2 = heads d30 = temperature t1, w48-lr96 = p1-w48 = ...) are one
+    run per seed; the seed is BasicSR's manual_seed and in the name of every run but seed 0's."""
     from basicsr.archs import build_network
     args = ['all', '--iters', '10', '--train-lmdb', 'gt.lmdb', 'lq.lmdb', '--test', 'Set=hr,lr', '--root',
-            str(tmp_path), '--dry-run', '--embed-dim', '12', '--depths', '1', '--heads', '2']
+            str(tmp_path), '--dry-run', '--embed-dim', '60', '--depths', '1', '--heads', '2', '--seeds', '0,3']
     assert ablation.main(args) == 0
     files = sorted(os.listdir(tmp_path / 'ablation' / 'options'))
     experiments = yaml.safe_load(open(osp.join(REPO, 'options', 'ablation', 'experiments.yml')))
     distinct = {name for spec in experiments.values() for name in spec['variants']}
-    assert len(files) == len(distinct)
-    hashes = {f.rsplit('_', 1)[1] for f in files}  # shared runs: w24-order2 = w24, w48-lr96-t1 = p1-w48 = w48-lr96
-    assert len(hashes) == len(distinct) - 3
+    assert 'SwinIR-w8-seed+1' not in distinct and {'heads', 'temperature'} <= set(experiments)
+    shared = 6  # TaylorSwinIR-w24 = w24-order2 = w24-d30 = w24-t1; SwinIR-w8 = SwinIR-w8-d30;
+    # TaylorSwinIR-w48-lr96 = w48-lr96-t1 = p1-w48
+    assert len(files) == 2 * (len(distinct) - shared)
+    heads = {}
     for f in files:
         opt = yaml.safe_load(open(tmp_path / 'ablation' / 'options' / f))
         train = opt['datasets']['train']
         assert train['batch_size_per_gpu'] * (train['gt_size'] // 2)**2 == 4 * 48**2
-        assert opt['manual_seed'] == (1 if 'seed+1' in f else 0)
-        build_network(dict(opt['network_g']))
-    with pytest.raises(SystemExit, match='batch'):
-        ablation.main(args[:-6] + ['--batch', '2'])  # 2 x 48² pixels cannot be LR 96 patches
-    with pytest.raises(SystemExit, match='unknown experiment'):
-        ablation.main(['nope', *args[1:]])
+        assert opt['manual_seed'] == (3 if '_s3_' in f else 0) and opt['name'] == f[:-len('.yml')]
+        heads[f.rsplit('_', 1)[0]] = opt['network_g']['num_heads']
+        if opt['manual_seed'] == 0:
+            build_network(dict(opt['network_g']))
+    assert heads['abl_TaylorSwinIR-w24-d15'] == [4] and heads['abl_TaylorSwinIR-w24-d10_s3'] == [6]
+    assert heads['abl_SwinIR-w8-d10'] == [6] and heads['abl_TaylorSwinIR-w24-logt4'] == [2]
+    capsys.readouterr()
+    assert ablation.main(args[:-8] + ['--batch', '2']) == 2  # 2 x 48² pixels cannot be LR 96 patches
+    assert ablation.main(['nope', *args[1:]]) == 2
+    assert ablation.main(['heads', *args[1:], '--variants', 'TaylorSwinIR-w8']) == 2
+    assert ablation.main(['heads', *args[1:], '--report-only']) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(line.startswith('basicsr-taylor-ablation: error: ') for line in err)
+    assert 'batch' in err[0] and 'unknown experiment(s) nope; known: taylor-vs-softmax, window, heads' in err[1]
+    assert 'unknown variant(s) TaylorSwinIR-w8 in heads; known: TaylorSwinIR-w24-d30' in err[2]
+    assert 'no record of the selected runs' in err[3] and 'records there: none' in err[3]
+
+
+def test_run_names_of_seed_zero_keep_their_hash():
+    """The default (seed 0) run names are those of the runner before seeds and temperature_param: records made
+    then still match (the hashes below are those of the 0.2.0 runner for these options)."""
+    from basicsr_taylor.ablations.variants import TEMPLATES, load_yaml, run_name, variant_options
+    args = ablation.parse_args(['window', '--iters', '1000', '--train-lmdb', '/d/gt.lmdb', '/d/lq.lmdb', '--test',
+                                'Set5=/d/hr,/d/lr', '--depths', '2', '--heads', '2', '--embed-dim', '60'])
+    base = load_yaml(osp.join(TEMPLATES, 'base.yml'))
+    args.test = {'Set5': ('/d/hr', '/d/lr')}
+    roots = dict(gt='/d/gt.lmdb', lq='/d/lq.lmdb')
+    names = {v: run_name(variant_options(base, spec, args, roots, 0), v) for v, spec in
+             [('SwinIR-w8', {'arch': 'SwinIR', 'window_size': 8}),
+              ('TaylorSwinIR-w24', {'arch': 'TaylorSwinIR', 'window_size': 24, 'temperature_param': 'linear'})]}
+    assert names == GOLDEN_NAMES
+    one = run_name(variant_options(base, {'arch': 'SwinIR', 'window_size': 8}, args, roots, 1), 'SwinIR-w8')
+    assert one.startswith('abl_SwinIR-w8_s1_') and one != names['SwinIR-w8']
