@@ -1,21 +1,26 @@
-"""The TaylorIR ablations with one command: softmax vs Taylor, window size, temperature, patch size, Taylor order.
+"""The TaylorIR ablations with one command: softmax vs Taylor, window size, heads, temperature, patch size, order.
 
-    basicsr-taylor-ablation window --iters 1000 --train-hr T91/ BSD200/ --test Set5=Set5/HR,Set5/LRbicx2
+    basicsr-taylor-ablation heads --iters 2000 --seeds 0,1,2 --train-hr T91/ BSD200/ --hold-out BSD200=20 \
+        --test Set5=Set5/HR,Set5/LRbicx2
     python -m basicsr_taylor.ablation taylor-vs-softmax temperature --iters 20000 --train-lmdb GT.lmdb LQ.lmdb ...
 
-For every variant of the named experiments (``options/ablation/experiments.yml``) it
+For every variant of the named experiments (``options/ablation/experiments.yml``) and every seed it
 
-1. writes a BasicSR option file from ``options/ablation/base.yml`` (the same seed, data, width, depth, budget
-   and LR pixels per step for every variant: a variant with a larger LR patch gets a smaller batch);
+1. writes a BasicSR option file from ``options/ablation/base.yml`` (the same data, width, depth, budget and LR
+   pixels per step for every variant: a variant with a larger LR patch gets a smaller batch; the seed is
+   BasicSR's manual_seed);
 2. trains it through BasicSR's own pipeline (``utils.options.run_basicsr_pipeline``, ``--auto_resume``: an
-   interrupted variant continues from its last checkpoint) and tests it with BasicSR's test pipeline (Y-channel
-   PSNR/SSIM, crop = scale) on every ``--test`` set;
-3. records parameters, seconds per training step, peak memory and the metrics in a JSON file; a variant with a
-   record is skipped when the command runs again (variants with identical options are shared between experiments).
+   interrupted run continues from its last checkpoint) and tests it with BasicSR's test pipeline (Y-channel
+   PSNR/SSIM, crop = scale) on every ``--test`` set (and the ``--hold-out`` images);
+3. records parameters, seconds per training step, peak memory, jobs and the metrics in a JSON file, written
+   atomically when the run is complete; a run with a record is skipped when the command runs again (runs with
+   identical options are shared between experiments), so a grid resumes across sessions.
 
-Then it writes, per experiment, ``results.md`` (markdown table), ``results.csv`` and plots (``*.png``, with
-matplotlib) under ``ROOT/ablation/<experiment>/``. BasicSR's folders (experiments/, tb_logger/, results/) are
-under ROOT. ``--launcher pytorch --nproc-per-node N`` trains each variant with torchrun on N GPUs.
+Runs go seed by seed, ``--jobs`` at a time, after a printed estimate of the grid's time. Then it writes, per
+experiment, ``results.md`` (mean ± std per variant, paired differences to the baseline with 95% t-intervals, every
+run), ``results.csv``, ``summary.csv`` and plots (``*.png``, with matplotlib) under ``ROOT/ablation/<experiment>/``.
+BasicSR's folders (experiments/, tb_logger/, results/) are under ROOT. ``--launcher pytorch --nproc-per-node N``
+trains each run with torchrun on N GPUs.
 """
 import argparse
 import os
@@ -95,7 +100,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Exit code 0, or 2 with a one-line error (unknown experiment or variant, no record, bad data argument)."""
+    """Exit code 0; 2 with a one-line error (unknown experiment or variant, no record, bad data argument); 1 when a
+    run failed (the others finish first)."""
     return run_grid(parse_args(argv))
 
 

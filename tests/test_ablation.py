@@ -166,7 +166,8 @@ def test_seeds_jobs_and_hold_out(data):
     assert all(set(r['test']) == {'Tiny', 'train_hr-held1'} and r['wall_seconds'] > 0 for r in records.values())
     summary = list(csv.DictReader(open(work / 'ablation' / 'taylor-vs-softmax' / 'summary.csv')))
     psnr = [r['test']['train_hr-held1']['psnr'] for r in records.values()]
-    assert summary[0]['seeds'] == '0 1' and float(summary[0]['train_hr-held1_psnr_mean']) == pytest.approx(sum(psnr) / 2)
+    assert summary[0]['seeds'] == '0 1'
+    assert float(summary[0]['train_hr-held1_psnr_mean']) == pytest.approx(sum(psnr) / 2)
     # a later session with a third seed: the two finished runs are skipped, one is new (dry run)
     out = run([*args[:args.index('--seeds')], '--seeds', '0,1,2', '--dry-run', *TINY], data)
     assert '3 run(s) in the grid, 2 with a record' in out and out.count('seed 2: wrote') == 1
@@ -175,8 +176,9 @@ def test_seeds_jobs_and_hold_out(data):
 def _record(variant, seed, psnr, arch='TaylorSwinIR'):
     network = dict(type=arch, window_size=8, num_heads=[2], embed_dim=12)
     return dict(variant=variant, run=f'abl_{variant}_s{seed}', arch=arch, iters=2, seed=seed, lr_patch=16, batch=2,
-                network=network, params=100, sec_per_iter=0.5 + seed, peak_memory_mib=10., peak_memory_kind='cpu_max_rss',
-                jobs=1, test={'A': dict(psnr=psnr, ssim=0.9), 'B': dict(psnr=psnr - 1, ssim=0.8)})
+                network=network, params=100, sec_per_iter=0.5 + seed, peak_memory_mib=10.,
+                peak_memory_kind='cpu_max_rss', jobs=1,
+                test={'A': dict(psnr=psnr, ssim=0.9), 'B': dict(psnr=psnr - 1, ssim=0.8)})
 
 
 def test_report_of_seeded_records(tmp_path):
@@ -185,14 +187,16 @@ def test_report_of_seeded_records(tmp_path):
     from basicsr_taylor.ablations.report import write_reports
     base = {0: 30.0, 1: 30.2, 2: 30.1}
     other = {0: 30.1, 1: 30.4, 2: 30.1, 3: 35.0}  # seed 3 has no baseline: left out of the paired difference
-    records = [_record('Base', s, p, 'SwinIR') for s, p in base.items()] + [_record('Other', s, p) for s, p in other.items()]
+    records = [_record('Base', s, p, 'SwinIR') for s, p in base.items()]
+    records += [_record('Other', s, p) for s, p in other.items()]
     args = ablation.parse_args(['x', '--iters', '2', '--train-lmdb', 'a', 'b', '--test', 'A=a', '--seeds', '0,1,2,3'])
     spec = dict(description='test', x='window_size', variants={'Other': {}, 'Base': {}}, baseline='Base')
     paths = write_reports(records, str(tmp_path), 'x', spec, args)
     summary = list(csv.DictReader(open(tmp_path / 'summary.csv')))
     row = {r['variant']: r for r in summary}
     assert row['Base']['A_rule'] == 'baseline' and row['Base']['A_dpsnr'] == ''
-    assert float(row['Base']['A_psnr_mean']) == pytest.approx(30.1) and float(row['Base']['A_psnr_std']) == pytest.approx(0.1)
+    assert float(row['Base']['A_psnr_mean']) == pytest.approx(30.1)
+    assert float(row['Base']['A_psnr_std']) == pytest.approx(0.1)
     diffs = [0.1, 0.2, 0.0]  # Other - Base, seeds 0..2
     half = 4.303 * 0.1 / math.sqrt(3)
     assert row['Other']['A_n_paired'] == '3' and float(row['Other']['A_dpsnr']) == pytest.approx(sum(diffs) / 3)

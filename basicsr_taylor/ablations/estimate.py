@@ -76,7 +76,8 @@ def estimate_grid(pending, args, records_dir):
         overhead = sum(overheads) / len(overheads) if overheads else RUN_OVERHEAD_SECONDS
         seconds = sec * args.iters + overhead
         total += seconds
-        lines.append(f'  {label}: {sec:.3f} s/iter ({source}) x {args.iters} + {overhead:.0f} s = {seconds / 60:.1f} min')
+        lines.append(f'  {label}: {sec:.3f} s/iter ({source}) x {args.iters} + {overhead:.0f} s = '
+                     f'{seconds / 60:.1f} min')
     wall = total / max(1, min(args.jobs, len(pending)))
     print(f'estimate: {len(pending)} run(s) to train, {total / 3600:.2f} h of run time, about {wall / 3600:.2f} h '
           f'wall with --jobs {args.jobs}' + (' (jobs share the cores: slower steps than measured alone)'

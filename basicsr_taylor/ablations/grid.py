@@ -16,10 +16,10 @@ from .variants import AblationError, load_yaml, run_name, variant_options
 PROG = 'basicsr-taylor-ablation'
 
 
-def error(message):
-    """One line on stderr, exit code 2 (as argparse does for bad arguments)."""
+def error(message, code=2):
+    """One line on stderr; exit code 2 (as argparse's for bad arguments) or ``code``."""
     print(f'{PROG}: error: {message}', file=sys.stderr, flush=True)
-    return 2
+    return code
 
 
 def select(experiments, args):
@@ -62,7 +62,7 @@ def run_grid(args):
             failures = train_grid(selected, base, args, dataroots, records_dir)
             if failures:
                 return error(f'{len(failures)} run(s) failed: {"; ".join(failures)} (finished runs are kept; run '
-                             'the command again to resume)')
+                             'the command again to resume)', code=1)
             if args.dry_run:
                 return 0
         found = 0

@@ -9,7 +9,8 @@ from ..utils.files import atomic_path, write_atomically
 from .intervals import AS_GOOD_MARGIN, mean_std, paired_difference, verdict
 
 COLUMNS = ('variant', 'arch', 'window_size', 'num_heads', 'patch_size', 'taylor_order', 'temperature_init',
-           'temperature_param', 'lr_patch', 'batch', 'seed', 'iters', 'params', 'sec_per_iter', 'peak_memory_mib', 'jobs')
+           'temperature_param', 'lr_patch', 'batch', 'seed', 'iters', 'params', 'sec_per_iter', 'peak_memory_mib',
+           'jobs')
 
 
 def _value(record, column):
