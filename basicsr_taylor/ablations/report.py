@@ -186,9 +186,9 @@ def plot(summary, sets, out_dir, x_key, baseline):
         if kind == 'psnr':
             ms = [item['sets'][s]['psnr'] or (float('nan'), 0) for item in summary]
             ax.bar(x, [m[0] for m in ms], yerr=[m[1] for m in ms], color=colors, capsize=3)
-            finite = [m[0] for m in ms if m[0] == m[0]]
-            if finite:
-                ax.set_ylim(min(finite) - 0.3, max(finite) + 0.15)
+            finite = [m for m in ms if m[0] == m[0]]
+            if finite:  # bars start near the smallest value, error bars stay visible
+                ax.set_ylim(min(m[0] - m[1] for m in finite) - 0.3, max(m[0] + m[1] for m in finite) + 0.15)
         elif kind == 'diff':
             ds = [item['sets'][s]['diff'] for item in summary]
             mean = [d['mean'] if d else 0. for d in ds]
