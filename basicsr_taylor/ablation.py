@@ -1,21 +1,26 @@
-"""The TaylorIR ablations with one command: softmax vs Taylor, window size, temperature, patch size, Taylor order.
+"""The TaylorIR ablations with one command: softmax vs Taylor, window size, heads, temperature, patch size, order.
 
-    basicsr-taylor-ablation window --iters 1000 --train-hr T91/ BSD200/ --test Set5=Set5/HR,Set5/LRbicx2
+    basicsr-taylor-ablation heads --iters 2000 --seeds 0,1,2 --train-hr T91/ BSD200/ --hold-out BSD200=20 \
+        --test Set5=Set5/HR,Set5/LRbicx2
     python -m basicsr_taylor.ablation taylor-vs-softmax temperature --iters 20000 --train-lmdb GT.lmdb LQ.lmdb ...
 
-For every variant of the named experiments (``options/ablation/experiments.yml``) it
+For every variant of the named experiments (``options/ablation/experiments.yml``) and every seed it
 
-1. writes a BasicSR option file from ``options/ablation/base.yml`` (the same seed, data, width, depth, budget
-   and LR pixels per step for every variant: a variant with a larger LR patch gets a smaller batch);
+1. writes a BasicSR option file from ``options/ablation/base.yml`` (the same data, width, depth, budget and LR
+   pixels per step for every variant: a variant with a larger LR patch gets a smaller batch; the seed is
+   BasicSR's manual_seed);
 2. trains it through BasicSR's own pipeline (``utils.options.run_basicsr_pipeline``, ``--auto_resume``: an
-   interrupted variant continues from its last checkpoint) and tests it with BasicSR's test pipeline (Y-channel
-   PSNR/SSIM, crop = scale) on every ``--test`` set;
-3. records parameters, seconds per training step, peak memory and the metrics in a JSON file; a variant with a
-   record is skipped when the command runs again (variants with identical options are shared between experiments).
+   interrupted run continues from its last checkpoint) and tests it with BasicSR's test pipeline (Y-channel
+   PSNR/SSIM, crop = scale) on every ``--test`` set (and the ``--hold-out`` images);
+3. records parameters, seconds per training step, peak memory, jobs and the metrics in a JSON file, written
+   atomically when the run is complete; a run with a record is skipped when the command runs again (runs with
+   identical options are shared between experiments), so a grid resumes across sessions.
 
-Then it writes, per experiment, ``results.md`` (markdown table), ``results.csv`` and plots (``*.png``, with
-matplotlib) under ``ROOT/ablation/<experiment>/``. BasicSR's folders (experiments/, tb_logger/, results/) are
-under ROOT. ``--launcher pytorch --nproc-per-node N`` trains each variant with torchrun on N GPUs.
+Runs go seed by seed, ``--jobs`` at a time, after a printed estimate of the grid's time. Then it writes, per
+experiment, ``results.md`` (mean ± std per variant, paired differences to the baseline with 95% t-intervals, every
+run), ``results.csv``, ``summary.csv`` and plots (``*.png``, with matplotlib) under ``ROOT/ablation/<experiment>/``.
+BasicSR's folders (experiments/, tb_logger/, results/) are under ROOT. ``--launcher pytorch --nproc-per-node N``
+trains each run with torchrun on N GPUs.
 """
 import argparse
 import os
@@ -31,6 +36,16 @@ from basicsr_taylor.ablations.variants import TEMPLATES  # noqa: E402  (light: y
 from basicsr_taylor.utils.cli import answer_help_early  # noqa: E402
 
 
+def parse_seeds(text):
+    try:
+        seeds = [int(s) for s in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated integers such as 0,1,2, got {text!r}') from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f'seeds must be distinct and >= 0, got {text!r}')
+    return seeds
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog='basicsr-taylor-ablation', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,11 +55,18 @@ def parse_args(argv=None):
     data.add_argument('--train-hr', nargs='+', metavar='HR_DIR', help='HR training folders (prepared with the '
                       'data script: MATLAB-bicubic LR, sub-images, LMDBs under ROOT/data)')
     data.add_argument('--train-lmdb', nargs=2, metavar=('GT_LMDB', 'LQ_LMDB'), help='prepared training LMDBs')
+    parser.add_argument('--hold-out', metavar='FOLDER=N', help='leave the first N images (by file name) of the '
+                        '--train-hr folder named FOLDER out of training and test on them as the set FOLDER-heldN')
     parser.add_argument('--test', nargs='+', required=True, metavar='NAME=HR[,LR]',
                         help='test sets (the first one also validates at the end of training)')
     parser.add_argument('--scale', type=int, default=2)
     parser.add_argument('--root', default='.', help='working folder (default: current directory)')
-    parser.add_argument('--seed', type=int, default=0)
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument('--seeds', type=parse_seeds, default=[0], metavar='S[,S...]',
+                       help='train every variant once per seed (BasicSR manual_seed; default: 0)')
+    seeds.add_argument('--seed', type=int, dest='seed', help='one seed (same as --seeds S)')
+    parser.add_argument('--jobs', type=int, default=1, help='runs trained at once (default 1); with more than one, '
+                        'each gets --threads threads (default 1) and its s/iter is not comparable to a run alone')
     parser.add_argument('--lr-patch', type=int, default=48, help='base LR patch side (default: %(default)s)')
     parser.add_argument('--batch', type=int, default=4, help='batch at the base LR patch (default: %(default)s)')
     parser.add_argument('--embed-dim', type=int, default=60)
@@ -62,8 +84,15 @@ def parse_args(argv=None):
     parser.add_argument('--nproc-per-node', type=int, default=1, help='GPUs per variant with --launcher pytorch')
     parser.add_argument('--templates', default=TEMPLATES, help='folder with base.yml and experiments.yml')
     parser.add_argument('--dry-run', action='store_true', help='write the option files only')
+    parser.add_argument('--no-estimate', action='store_true', help='do not estimate the grid\'s time first')
     parser.add_argument('--report-only', action='store_true', help='only rewrite the tables and plots from records')
     args = parser.parse_args(argv)
+    if args.seed is not None:
+        args.seeds = [args.seed]
+    if args.jobs < 1:
+        parser.error(f'--jobs must be >= 1, got {args.jobs}')
+    if args.jobs > 1 and args.threads is None:
+        args.threads = 1
     args.sub_image = args.sub_image or 96 * args.scale
     args.root = osp.abspath(args.root)
     return args
@@ -72,45 +101,13 @@ def parse_args(argv=None):
 answer_help_early('ablation', parse_args)  # --help without torch or BasicSR; the heavy imports follow
 
 import basicsr_taylor  # noqa: E402,F401  (before basicsr: compat fixes, archs registered)
-from basicsr_taylor.ablations.inputs import parse_test_sets, prepare_training_data, training_dataroots  # noqa: E402
-from basicsr_taylor.ablations.report import write_reports  # noqa: E402
-from basicsr_taylor.ablations.runner import existing_record, run_variant  # noqa: E402
-from basicsr_taylor.ablations.variants import AblationError, load_yaml  # noqa: E402
-from basicsr_taylor.data import DataPreparationError  # noqa: E402
+from basicsr_taylor.ablations.grid import run_grid  # noqa: E402
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    experiments = load_yaml(osp.join(args.templates, 'experiments.yml'))
-    base = load_yaml(osp.join(args.templates, 'base.yml'))
-    names = list(experiments) if args.experiments == ['all'] else args.experiments
-    unknown = [n for n in names if n not in experiments]
-    if unknown:
-        raise SystemExit(f'basicsr-taylor-ablation: unknown experiment(s) {unknown}; known: {list(experiments)}')
-    if len(args.depths) != len(args.heads):
-        raise SystemExit('basicsr-taylor-ablation: --depths and --heads need the same length')
-    os.makedirs(args.root, exist_ok=True)
-    try:
-        args.test = parse_test_sets(args.test, args.scale, args.root)
-        dataroots = training_dataroots(args) if args.report_only else prepare_training_data(args)
-        for experiment in names:
-            records = []
-            for variant_name, variant in experiments[experiment]['variants'].items():
-                if args.variants and variant_name not in args.variants:
-                    continue
-                if args.report_only:
-                    record = existing_record(variant_name, variant, base, args, dataroots)
-                else:
-                    record = run_variant(experiment, variant_name, variant, base, args, dataroots)
-                if record is not None:
-                    records.append(record)
-            if records and not args.dry_run:
-                out_dir = osp.join(args.root, 'ablation', experiment)
-                paths = write_reports(records, out_dir, experiment, experiments[experiment], args)
-                print(f'[{experiment}] wrote {", ".join(paths)}', flush=True)
-    except (AblationError, DataPreparationError) as err:
-        raise SystemExit(f'basicsr-taylor-ablation: error: {err}') from None
-    return 0
+    """Exit code 0; 2 with a one-line error (unknown experiment or variant, no record, bad data argument); 1 when a
+    run failed (the others finish first)."""
+    return run_grid(parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -2,6 +2,8 @@
 through BasicSR's pipelines, records, table, CSV; a second run skips finished variants and resumes an
 interrupted one. Plus the option files of every experiment (equal pixels per step, shared variants)."""
 import csv
+import json
+import math
 import os
 import os.path as osp
 import subprocess
@@ -17,6 +19,8 @@ from basicsr_taylor.data import sample_photo
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])),
            OMP_NUM_THREADS='1')
+# run names the 0.2.0 runner gave (before --seeds and temperature_param), window experiment, /d/ paths
+GOLDEN_NAMES = {'SwinIR-w8': 'abl_SwinIR-w8_411b2d31', 'TaylorSwinIR-w24': 'abl_TaylorSwinIR-w24_fff9f44c'}
 TINY = ['--scale', '2', '--sub-image', '48', '--lr-patch', '16', '--batch', '2', '--embed-dim', '12',
         '--depths', '1', '--heads', '2', '--threads', '1', '--workers', '0']
 
@@ -46,7 +50,7 @@ def test_runner_end_to_end_skips_and_resumes(data):
     args = ['taylor-vs-softmax', '--iters', '2', '--train-hr', str(data / 'train_hr'), '--test',
             f'Tiny={data / "test_hr"}', '--root', str(work), '--variants', 'SwinIR-w8', 'TaylorSwinIR-w8', *TINY]
     out = run(args, data)
-    assert out.count('training 2 iterations') == 2 and 'left out' in out
+    assert out.count('training 2 iterations') == 2 and 'left out' in out and 'estimate: 2 run(s)' in out
     records = sorted(os.listdir(work / 'ablation' / 'records'))
     assert len(records) == 2
     option_dir = work / 'ablation' / 'options'
@@ -62,6 +66,7 @@ def test_runner_end_to_end_skips_and_resumes(data):
     assert '| SwinIR-w8 |' in table and '| TaylorSwinIR-w8 |' in table and 'Tiny PSNR / SSIM' in table
     rows = list(csv.DictReader(open(work / 'ablation' / 'taylor-vs-softmax' / 'results.csv')))
     assert [r['variant'] for r in rows] == ['SwinIR-w8', 'TaylorSwinIR-w8']
+    assert [r['seed'] for r in rows] == ['0', '0'] and [r['jobs'] for r in rows] == ['1', '1']
     for row in rows:
         assert 5 < float(row['Tiny_psnr']) < 60 and 0 < float(row['Tiny_ssim']) <= 1
         assert float(row['sec_per_iter']) > 0 and float(row['peak_memory_mib']) > 0 and int(row['params']) > 0
@@ -84,26 +89,143 @@ def test_runner_end_to_end_skips_and_resumes(data):
     assert '| SwinIR-w8 |' in open(work / 'ablation' / 'window' / 'results.md').read()
 
 
-def test_option_files_of_every_experiment(tmp_path):
-    """Dry run of all experiments: every option file builds its network; equal LR pixels per step; variants with
-    the same options (w24 = order 2, w48-lr96 = temperature 1 = p1-w48) share one run."""
+def test_option_files_of_every_experiment(tmp_path, capsys):
+    """Dry run of all experiments with two seeds: every option file builds its network; equal LR pixels per step;
+    variants with the same options (w24 = order 2 = heads d30 = temperature t1, w48-lr96 = p1-w48 = ...) are one
+    run per seed; the seed is BasicSR's manual_seed and in the name of every run but seed 0's."""
     from basicsr.archs import build_network
     args = ['all', '--iters', '10', '--train-lmdb', 'gt.lmdb', 'lq.lmdb', '--test', 'Set=hr,lr', '--root',
-            str(tmp_path), '--dry-run', '--embed-dim', '12', '--depths', '1', '--heads', '2']
+            str(tmp_path), '--dry-run', '--embed-dim', '60', '--depths', '1', '--heads', '2', '--seeds', '0,3']
     assert ablation.main(args) == 0
     files = sorted(os.listdir(tmp_path / 'ablation' / 'options'))
     experiments = yaml.safe_load(open(osp.join(REPO, 'options', 'ablation', 'experiments.yml')))
     distinct = {name for spec in experiments.values() for name in spec['variants']}
-    assert len(files) == len(distinct)
-    hashes = {f.rsplit('_', 1)[1] for f in files}  # shared runs: w24-order2 = w24, w48-lr96-t1 = p1-w48 = w48-lr96
-    assert len(hashes) == len(distinct) - 3
+    assert 'SwinIR-w8-seed+1' not in distinct and {'heads', 'temperature'} <= set(experiments)
+    shared = 6  # TaylorSwinIR-w24 = w24-order2 = w24-d30 = w24-t1; SwinIR-w8 = SwinIR-w8-d30;
+    # TaylorSwinIR-w48-lr96 = w48-lr96-t1 = p1-w48
+    assert len(files) == 2 * (len(distinct) - shared)
+    heads = {}
     for f in files:
         opt = yaml.safe_load(open(tmp_path / 'ablation' / 'options' / f))
         train = opt['datasets']['train']
         assert train['batch_size_per_gpu'] * (train['gt_size'] // 2)**2 == 4 * 48**2
-        assert opt['manual_seed'] == (1 if 'seed+1' in f else 0)
-        build_network(dict(opt['network_g']))
-    with pytest.raises(SystemExit, match='batch'):
-        ablation.main(args[:-6] + ['--batch', '2'])  # 2 x 48² pixels cannot be LR 96 patches
-    with pytest.raises(SystemExit, match='unknown experiment'):
-        ablation.main(['nope', *args[1:]])
+        assert opt['manual_seed'] == (3 if '_s3_' in f else 0) and opt['name'] == f[:-len('.yml')]
+        heads[f.rsplit('_', 1)[0]] = opt['network_g']['num_heads']
+        if opt['manual_seed'] == 0:
+            build_network(dict(opt['network_g']))
+    assert heads['abl_TaylorSwinIR-w24-d15'] == [4] and heads['abl_TaylorSwinIR-w24-d10_s3'] == [6]
+    assert heads['abl_SwinIR-w8-d10'] == [6] and heads['abl_TaylorSwinIR-w24-logt4'] == [2]
+    capsys.readouterr()
+    assert ablation.main(args[:-8] + ['--batch', '2']) == 2  # 2 x 48² pixels cannot be LR 96 patches
+    assert ablation.main(['nope', *args[1:]]) == 2
+    assert ablation.main(['heads', *args[1:], '--variants', 'TaylorSwinIR-w8']) == 2
+    assert ablation.main(['heads', *args[1:], '--report-only']) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(line.startswith('basicsr-taylor-ablation: error: ') for line in err)
+    assert 'batch' in err[0] and 'unknown experiment(s) nope; known: taylor-vs-softmax, window, heads' in err[1]
+    assert 'unknown variant(s) TaylorSwinIR-w8 in heads; known: TaylorSwinIR-w24-d30' in err[2]
+    assert 'no record of the selected runs' in err[3] and 'records there: none' in err[3]
+
+
+def test_run_names_of_seed_zero_keep_their_hash():
+    """The default (seed 0) run names are those of the runner before seeds and temperature_param: records made
+    then still match (the hashes below are those of the 0.2.0 runner for these options)."""
+    from basicsr_taylor.ablations.variants import TEMPLATES, load_yaml, run_name, variant_options
+    args = ablation.parse_args(['window', '--iters', '1000', '--train-lmdb', '/d/gt.lmdb', '/d/lq.lmdb', '--test',
+                                'Set5=/d/hr,/d/lr', '--depths', '2', '--heads', '2', '--embed-dim', '60'])
+    base = load_yaml(osp.join(TEMPLATES, 'base.yml'))
+    args.test = {'Set5': ('/d/hr', '/d/lr')}
+    roots = dict(gt='/d/gt.lmdb', lq='/d/lq.lmdb')
+    names = {v: run_name(variant_options(base, spec, args, roots, 0), v) for v, spec in
+             [('SwinIR-w8', {'arch': 'SwinIR', 'window_size': 8}),
+              ('TaylorSwinIR-w24', {'arch': 'TaylorSwinIR', 'window_size': 24, 'temperature_param': 'linear'})]}
+    assert names == GOLDEN_NAMES
+    one = run_name(variant_options(base, {'arch': 'SwinIR', 'window_size': 8}, args, roots, 1), 'SwinIR-w8')
+    assert one.startswith('abl_SwinIR-w8_s1_') and one != names['SwinIR-w8']
+
+
+def test_seeds_jobs_and_hold_out(data):
+    """One variant x two seeds, both at once, one training image held out as a second test set: two records (seed
+    in manual_seed and run name, jobs stored), a report with mean ± std; a later third seed adds only its run."""
+    work = data / 'seeds'
+    args = ['taylor-vs-softmax', '--iters', '2', '--train-hr', str(data / 'train_hr'), '--hold-out', 'train_hr=1',
+            '--test', f'Tiny={data / "test_hr"}', '--root', str(work), '--variants', 'TaylorSwinIR-w8',
+            '--seeds', '0,1', '--jobs', '2', *TINY]
+    out = run(args, data)
+    assert '2 run(s) in the grid, 0 with a record' in out and 'estimate: 2 run(s)' in out and '--jobs 2' in out
+    assert '1 held out for testing' in out and out.count('training 2 iterations') == 2
+    held = work / 'data' / 'test' / 'train_hr-held1'
+    assert os.listdir(held / 'HR') == ['astronaut.png'] and os.listdir(held / 'LRbicx2') == ['astronaut.png']
+    lmdb = work / 'data' / 'train_min48_minus_train_hr-held1_HR_sub.lmdb'
+    train_keys = open(lmdb / 'meta_info.txt').read()
+    assert 'astronaut' not in train_keys and 'camera' in train_keys
+    records = {f: json.load(open(work / 'ablation' / 'records' / f)) for f in os.listdir(work / 'ablation' / 'records')}
+    assert sorted((r['variant'], r['seed'], r['jobs'], r['threads']) for r in records.values()) == [
+        ('TaylorSwinIR-w8', 0, 2, 1), ('TaylorSwinIR-w8', 1, 2, 1)]
+    assert all(('_s1_' in f) == (r['seed'] == 1) for f, r in records.items())
+    assert all(set(r['test']) == {'Tiny', 'train_hr-held1'} and r['wall_seconds'] > 0 for r in records.values())
+    summary = list(csv.DictReader(open(work / 'ablation' / 'taylor-vs-softmax' / 'summary.csv')))
+    psnr = [r['test']['train_hr-held1']['psnr'] for r in records.values()]
+    assert summary[0]['seeds'] == '0 1'
+    assert float(summary[0]['train_hr-held1_psnr_mean']) == pytest.approx(sum(psnr) / 2)
+    # a later session with a third seed: the two finished runs are skipped, one is new (dry run)
+    out = run([*args[:args.index('--seeds')], '--seeds', '0,1,2', '--dry-run', *TINY], data)
+    assert '3 run(s) in the grid, 2 with a record' in out and out.count('seed 2: wrote') == 1
+
+
+def _record(variant, seed, psnr, arch='TaylorSwinIR'):
+    network = dict(type=arch, window_size=8, num_heads=[2], embed_dim=12)
+    return dict(variant=variant, run=f'abl_{variant}_s{seed}', arch=arch, iters=2, seed=seed, lr_patch=16, batch=2,
+                network=network, params=100, sec_per_iter=0.5 + seed, peak_memory_mib=10.,
+                peak_memory_kind='cpu_max_rss', jobs=1,
+                test={'A': dict(psnr=psnr, ssim=0.9), 'B': dict(psnr=psnr - 1, ssim=0.8)})
+
+
+def test_report_of_seeded_records(tmp_path):
+    """Mean ± std per variant and the paired difference to the baseline over the common seeds, in the table, the
+    CSV and the plots (error bars)."""
+    from basicsr_taylor.ablations.report import write_reports
+    base = {0: 30.0, 1: 30.2, 2: 30.1}
+    other = {0: 30.1, 1: 30.4, 2: 30.1, 3: 35.0}  # seed 3 has no baseline: left out of the paired difference
+    records = [_record('Base', s, p, 'SwinIR') for s, p in base.items()]
+    records += [_record('Other', s, p) for s, p in other.items()]
+    args = ablation.parse_args(['x', '--iters', '2', '--train-lmdb', 'a', 'b', '--test', 'A=a', '--seeds', '0,1,2,3'])
+    spec = dict(description='test', x='window_size', variants={'Other': {}, 'Base': {}}, baseline='Base')
+    paths = write_reports(records, str(tmp_path), 'x', spec, args)
+    summary = list(csv.DictReader(open(tmp_path / 'summary.csv')))
+    row = {r['variant']: r for r in summary}
+    assert row['Base']['A_rule'] == 'baseline' and row['Base']['A_dpsnr'] == ''
+    assert float(row['Base']['A_psnr_mean']) == pytest.approx(30.1)
+    assert float(row['Base']['A_psnr_std']) == pytest.approx(0.1)
+    diffs = [0.1, 0.2, 0.0]  # Other - Base, seeds 0..2
+    half = 4.303 * 0.1 / math.sqrt(3)
+    assert row['Other']['A_n_paired'] == '3' and float(row['Other']['A_dpsnr']) == pytest.approx(sum(diffs) / 3)
+    assert float(row['Other']['A_dpsnr_low']) == pytest.approx(0.1 - half, abs=1e-3)
+    assert float(row['Other']['B_dpsnr_high']) == pytest.approx(0.1 + half, abs=1e-3)
+    assert row['Other']['A_rule'] == 'undecided' and row['Other']['seeds'] == '0 1 2 3'  # low -0.15 < -0.05
+    table = open(tmp_path / 'results.md').read()
+    assert 'A Δ PSNR vs Base [95% CI]' in table and '| Other | 8 | 2 |' in table and '(n 3)' in table
+    assert table.count('| Other | 3 |') == 1  # every run also listed with its seed
+    pytest.importorskip('matplotlib')
+    assert {osp.basename(p) for p in paths} >= {'variants.png', 'results.md', 'results.csv', 'summary.csv'}
+    assert (tmp_path / 'variants.png').stat().st_size > 1000
+
+
+def test_intervals_and_the_decision_rule(monkeypatch):
+    from basicsr_taylor.ablations import intervals
+    d = intervals.paired_difference({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.5, 1: 1.0, 2: 2.5, 7: 9.0})
+    assert d['n'] == 3 and d['seeds'] == [0, 1, 2] and d['mean'] == pytest.approx(2 / 3)
+    half = 4.303 * math.sqrt(1 / 12) / math.sqrt(3)  # diffs 0.5, 1, 0.5: sd = sqrt(1/12)
+    assert (d['low'], d['high']) == pytest.approx((2 / 3 - half, 2 / 3 + half), abs=1e-3)
+    assert intervals.paired_difference({0: 1.0}, {1: 1.0}) is None
+    assert intervals.paired_difference({0: 1.0}, {0: 0.5})['low'] is None
+    assert intervals.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0) and intervals.mean_std([4.0]) == (4.0, 0.0)
+    rule = lambda low, high: intervals.verdict(dict(low=low, high=high))  # noqa: E731
+    assert rule(0.01, 0.2) == 'better' and rule(-0.3, -0.1) == 'worse' and rule(-0.04, -0.01) == 'as good (lower)'
+    assert rule(-0.04, 0.1) == 'as good' and rule(-0.06, 0.1) == 'undecided' and intervals.verdict(None) == 'n < 2'
+    scipy = pytest.importorskip('scipy.stats')
+    for df in range(1, 31):  # the fallback table against scipy
+        assert intervals.T975[df - 1] == pytest.approx(float(scipy.t.ppf(0.975, df)), abs=6e-4)
+    monkeypatch.setitem(sys.modules, 'scipy.stats', None)  # scipy missing: the table
+    assert intervals.t_quantile_975(4) == 2.776 and intervals.t_quantile_975(500) == 1.960
+    assert 1.980 < intervals.t_quantile_975(60) < 2.042

@@ -30,9 +30,14 @@ def scale_of(path):
     return int(re.search(r'_x(\d)\.yml$', path).group(1))
 
 
+def is_light(path):
+    return osp.basename(path).split('_')[1] == 'light'
+
+
 def test_all_recipes_are_there():
     names = {osp.basename(p) for p in OPTIONS}
-    assert {f'{kind}_x{s}.yml' for kind in ('train', 'test') for s in (2, 3, 4)} <= names
+    assert {f'{kind}_{light}x{s}.yml' for kind in ('train', 'test') for light in ('', 'light_') for s in (2, 3, 4)} \
+        <= names
 
 
 @pytest.mark.parametrize('path', OPTIONS, ids=osp.basename)
@@ -41,11 +46,15 @@ def test_option_file_builds_its_network(path):
     scale = scale_of(path)
     assert opt['scale'] == scale and opt['network_g']['upscale'] == scale
     assert registered(MODEL_REGISTRY, opt['model_type']) and opt['num_gpu'] == 'auto'
-    net = build_network(dict(opt['network_g']))  # the full 180-channel, 6x6-block network: built, not run
-    assert isinstance(net, TaylorSwinIR) and net.window_size == 48
-    assert net.upscale == scale and len(net.layers) == 6
-    assert sum(p.numel() for p in net.parameters()) > 10_000_000
-    assert net.conv_first.out_channels == 180
+    net = build_network(dict(opt['network_g']))  # the full network: built, not run
+    assert isinstance(net, TaylorSwinIR) and net.window_size == 48 and net.upscale == scale
+    params = sum(p.numel() for p in net.parameters())
+    if is_light(path):  # SwinIR-light's size: 60 channels, 4 groups of 6 blocks, heads of dimension 30
+        assert len(net.layers) == 4 and net.conv_first.out_channels == 60 and 800_000 < params < 1_000_000
+        assert all(block.attn.num_heads == 2 for layer in net.layers for block in layer.blocks)
+        assert opt['network_g']['upsampler'] == 'pixelshuffledirect'
+    else:  # SwinIR's classical size: 180 channels, 6 groups of 6 blocks
+        assert len(net.layers) == 6 and net.conv_first.out_channels == 180 and params > 10_000_000
     for dataset in opt['datasets'].values():
         assert registered(DATASET_REGISTRY, dataset['type'])
     for metric in (opt['val']['metrics'] if path in CLASSICAL else {}).values():  # the papers' protocol

@@ -70,26 +70,28 @@ def load_json(path):
         return json.load(f)
 
 
-def run_variant(experiment, variant_name, variant, base, args, dataroots):
-    """Train and test one variant unless its record exists; return the record."""
-    opt = variant_options(base, variant, args, dataroots)
+def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
+    """Train and test one variant with one seed unless its record exists; return the record (written atomically
+    once training and testing are complete: an interrupted run leaves none and resumes from its checkpoint)."""
+    opt = variant_options(base, variant, args, dataroots, seed)
     name = run_name(opt, variant_name)
     opt['name'] = name
     ablation_dir = osp.join(args.root, 'ablation')
     record_path = osp.join(ablation_dir, 'records', f'{name}.json')
+    tag = f'[{experiment}] {variant_name} seed {seed}'
     if osp.isfile(record_path):
-        print(f'[{experiment}] {variant_name}: done ({record_path}), skipped', flush=True)
+        print(f'{tag}: done ({record_path}), skipped', flush=True)
         return load_json(record_path)
     shared = find_shared_record(ablation_dir, name)
     if shared:  # another variant with the same options (e.g. TaylorSwinIR-w24 and TaylorSwinIR-w24-order2)
-        print(f'[{experiment}] {variant_name}: same options as {shared["run"]} ({shared["variant"]}), shared',
-              flush=True)
+        print(f'{tag}: same options as {shared["run"]} ({shared["variant"]}), shared', flush=True)
         return dict(shared, variant=variant_name)
+    started = time.time()
     opt_dir, log_dir = osp.join(ablation_dir, 'options'), osp.join(ablation_dir, 'logs')
     os.makedirs(log_dir, exist_ok=True)
     train_path = write_yaml(opt, osp.join(opt_dir, f'{name}.yml'))
     if args.dry_run:
-        print(f'[{experiment}] {variant_name}: wrote {train_path}', flush=True)
+        print(f'{tag}: wrote {train_path}', flush=True)
         return None
     log_path = osp.join(log_dir, f'{name}.log')
     stats_dir = osp.join(ablation_dir, 'stats', name)
@@ -98,13 +100,13 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots):
     done_marker = osp.join(stats_dir, 'trained')
     if not osp.isfile(done_marker):
         segment = len([f for f in os.listdir(stats_dir) if f.startswith('train_')])
-        print(f'[{experiment}] {variant_name}: training {args.iters} iterations'
+        print(f'{tag}: training {args.iters} iterations'
               f'{" (resuming)" if segment else ""}, log {log_path}', flush=True)
         run_child(_worker_cmd('train', train_path, osp.join(stats_dir, f'train_{segment}.json'), args), log_path, args)
         open(done_marker, 'w').close()
     test_path = write_yaml(test_options(opt, name + '_test', osp.abspath(model_path), args.test),
                            osp.join(opt_dir, f'{name}_test.yml'))
-    print(f'[{experiment}] {variant_name}: testing on {", ".join(args.test)}', flush=True)
+    print(f'{tag}: testing on {", ".join(args.test)}', flush=True)
     run_child(_worker_cmd('test', test_path, osp.join(stats_dir, 'test.json'), args), log_path, args)
     train_stats = sorted(osp.join(stats_dir, f) for f in os.listdir(stats_dir)
                          if f.startswith('train_') and '.rank' not in f)
@@ -112,20 +114,19 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots):
                   iters=args.iters, seed=opt['manual_seed'], lr_patch=opt['datasets']['train']['gt_size'] // args.scale,
                   batch=opt['datasets']['train']['batch_size_per_gpu'], network=opt['network_g'],
                   params=count_parameters(opt['network_g']), **summarise_training(train_stats),
-                  test=load_json(osp.join(stats_dir, 'test.json'))['metrics'],
+                  test=load_json(osp.join(stats_dir, 'test.json'))['metrics'], jobs=args.jobs,
+                  threads=args.threads, wall_seconds=time.time() - started,
                   finished=time.strftime('%Y-%m-%d %H:%M:%S'))
     write_atomically(record_path, json.dumps(record, indent=1))
     test = ', '.join(f'{d} {m["psnr"]:.2f} dB / {m["ssim"]:.4f}' for d, m in record['test'].items())
-    print(f'[{experiment}] {variant_name}: {test}; {record["sec_per_iter"]:.3f} s/iter, '
+    print(f'{tag}: {test}; {record["sec_per_iter"]:.3f} s/iter, '
           f'{record["peak_memory_mib"]:.0f} MiB', flush=True)
     return record
 
 
-
-
-def existing_record(variant_name, variant, base, args, dataroots):
-    """The record of a finished variant (its own or an identical variant's), or None: for --report-only."""
-    name = run_name(variant_options(base, variant, args, dataroots), variant_name)
+def existing_record(variant_name, variant, base, args, dataroots, seed):
+    """The record of a finished variant and seed (its own or an identical variant's), or None."""
+    name = run_name(variant_options(base, variant, args, dataroots, seed), variant_name)
     path = osp.join(args.root, 'ablation', 'records', f'{name}.json')
     record = load_json(path) if osp.isfile(path) else find_shared_record(osp.join(args.root, 'ablation'), name)
     return record and dict(record, variant=variant_name)

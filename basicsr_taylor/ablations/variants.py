@@ -13,7 +13,9 @@ from ..utils.files import write_atomically
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TEMPLATES = osp.join(REPO, 'options', 'ablation')
 ARCHS = {'SwinIR': 'SwinIRModel', 'TaylorSwinIR': 'SRModel'}
-TAYLOR_DEFAULTS = {'taylor_order': 2, 'temperature_init': 1.0, 'patch_size': 1}  # omitted: shared with defaults
+# TaylorSwinIR options at their defaults are left out of the option file, so that a run's name (a hash of its
+# options) does not change when an option is added: list every new TaylorSwinIR option here with its default.
+TAYLOR_DEFAULTS = {'taylor_order': 2, 'temperature_init': 1.0, 'patch_size': 1, 'temperature_param': 'linear'}
 
 
 class AblationError(ValueError):
@@ -40,14 +42,20 @@ def ema_decay(iters):
     return round(min(0.999, 1 - 10 / max(iters, 20)), 6)
 
 
-def variant_options(base, variant, args, dataroots):
-    """The BasicSR training option dict of one variant (without its name)."""
+def variant_options(base, variant, args, dataroots, seed):
+    """The BasicSR training option dict of one variant trained with ``seed`` (BasicSR's manual_seed), without
+    its name."""
     variant = dict(variant)
     arch = variant.pop('arch')
     if arch not in ARCHS:
         raise AblationError(f'unknown arch {arch!r}; one of {sorted(ARCHS)}')
     lr_patch = variant.pop('lr_patch', args.lr_patch)
-    seed = args.seed + variant.pop('seed_offset', 0)
+    num_heads = list(args.heads)
+    if 'head_dim' in variant:  # heads of every group = embed_dim / head_dim (equal width)
+        head_dim = variant.pop('head_dim')
+        if not isinstance(head_dim, int) or head_dim <= 0 or args.embed_dim % head_dim:
+            raise AblationError(f'head_dim {head_dim!r} does not divide --embed-dim {args.embed_dim}')
+        num_heads = [args.embed_dim // head_dim] * len(args.depths)
     pixels = args.batch * args.lr_patch**2
     if pixels % lr_patch**2:
         raise AblationError(f'LR patch {lr_patch} cannot keep {args.batch} x {args.lr_patch}^2 pixels per step: '
@@ -64,7 +72,7 @@ def variant_options(base, variant, args, dataroots):
     opt['model_type'] = ARCHS[arch]
     network = dict(opt['network_g'])
     network.update(type=arch, upscale=args.scale, img_size=lr_patch, embed_dim=args.embed_dim,
-                   depths=list(args.depths), num_heads=list(args.heads))
+                   depths=list(args.depths), num_heads=num_heads)
     if arch == 'TaylorSwinIR':
         variant = {k: v for k, v in variant.items() if not (k in TAYLOR_DEFAULTS and v == TAYLOR_DEFAULTS[k])}
     network.update(variant)
@@ -83,9 +91,11 @@ def _paired_disk(name, roots):
 
 
 def run_name(opt, variant_name):
-    """BasicSR experiment name: the variant's name and a hash of everything that defines its training."""
+    """BasicSR experiment name: the variant's name, its seed unless 0, and a hash of everything that defines its
+    training (the seed included: seed 0 keeps the name and hash it had before the runner had seeds)."""
     key = json.dumps({k: v for k, v in opt.items() if k not in ('name', 'logger', 'val')}, sort_keys=True)
-    return f'abl_{variant_name}_{hashlib.sha1(key.encode()).hexdigest()[:8]}'
+    seed = f'_s{opt["manual_seed"]}' if opt['manual_seed'] else ''
+    return f'abl_{variant_name}{seed}_{hashlib.sha1(key.encode()).hexdigest()[:8]}'
 
 
 def test_options(train_opt, name, model_path, test_sets):

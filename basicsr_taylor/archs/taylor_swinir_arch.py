@@ -44,14 +44,15 @@ class TaylorSwinTransformerBlock(nn.Module):
 
     def __init__(self, dim, num_heads, window_size=48, shift_size=0, mlp_ratio=2., qkv_bias=True, drop=0.,
                  drop_path=0., act_layer=nn.GELU, norm_layer=nn.LayerNorm, attn_form='auto', output_norm=True,
-                 pos_encoding='conv', order=DEFAULT_ORDER, temperature_init=1.0):
+                 pos_encoding='conv', order=DEFAULT_ORDER, temperature_init=1.0, temperature_param='linear'):
         super().__init__()
         self.window_size = window_size
         self.shift_size = shift_size
         self.pos_embed = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim) if pos_encoding == 'conv' else None
         self.norm1 = norm_layer(dim)
         self.attn = TaylorShiftAttention(dim, num_heads, qkv_bias=qkv_bias, proj_drop=drop, form=attn_form,
-                                         output_norm=output_norm, order=order, temperature_init=temperature_init)
+                                         output_norm=output_norm, order=order, temperature_init=temperature_init,
+                                         temperature_param=temperature_param)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
@@ -88,7 +89,7 @@ class TaylorRSTB(nn.Module):
 
     def __init__(self, dim, depth, num_heads, window_size, mlp_ratio, qkv_bias, drop, drop_path, norm_layer,
                  use_checkpoint, resi_connection, attn_form, output_norm, pos_encoding, order=DEFAULT_ORDER,
-                 temperature_init=1.0):
+                 temperature_init=1.0, temperature_param='linear'):
         super().__init__()
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList([
@@ -96,7 +97,7 @@ class TaylorRSTB(nn.Module):
                 dim, num_heads, window_size=window_size, shift_size=0 if i % 2 == 0 else window_size // 2,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, drop_path=drop_path[i], norm_layer=norm_layer,
                 attn_form=attn_form, output_norm=output_norm, pos_encoding=pos_encoding, order=order,
-                temperature_init=temperature_init) for i in range(depth)
+                temperature_init=temperature_init, temperature_param=temperature_param) for i in range(depth)
         ])
         self.conv = _residual_conv(dim, resi_connection)
         self.patch_embed = PatchEmbed(patch_size=1, in_chans=0, embed_dim=dim, norm_layer=None)
@@ -197,6 +198,8 @@ class TaylorSwinIR(nn.Module):
         patch_size (int): p in {1, 2, 4, 8}, p×p pixels per token (default 1); window_size counts tokens.
         taylor_order (int): Taylor order 1..4 of the attention weights (default 2).
         temperature_init (float): initial temperature τ of every head (default 1.0).
+        temperature_param (str): "linear" (default; τ learned directly, checkpoint key ``...attn.temperature``) or
+            "log" (τ = exp(s), s learned and clamped to τ in [1e-2, 1e2]; key ``...attn.log_temperature``).
         img_size: accepted for option-file compatibility; the network works at any input size.
         **kwargs: other keys are accepted, as BasicSR's SwinIR does, with a warning that names them.
     """
@@ -206,7 +209,7 @@ class TaylorSwinIR(nn.Module):
                  attn_drop_rate=0., drop_path_rate=0.1, norm_layer=nn.LayerNorm, ape=False, patch_norm=True,
                  use_checkpoint=False, upscale=2, img_range=1., upsampler='', resi_connection='1conv',
                  attn_form='auto', output_norm=True, pos_encoding='conv', taylor_order=DEFAULT_ORDER,
-                 temperature_init=1.0, **kwargs):
+                 temperature_init=1.0, temperature_param='linear', **kwargs):
         super().__init__()
         if kwargs:  # accepted like BasicSR's SwinIR (option files with extra keys still build), but never silently
             warnings.warn(f'TaylorSwinIR ignores unknown arguments: {", ".join(sorted(kwargs))} (misspelled option '
@@ -247,7 +250,7 @@ class TaylorSwinIR(nn.Module):
             self.layers.append(
                 TaylorRSTB(embed_dim, depth, heads, window_size, mlp_ratio, qkv_bias, drop_rate,
                            dpr[sum(depths[:i]):sum(depths[:i + 1])], norm_layer, use_checkpoint, resi_connection,
-                           attn_form, output_norm, pos_encoding, taylor_order, temperature_init))
+                           attn_form, output_norm, pos_encoding, taylor_order, temperature_init, temperature_param))
         self.norm = norm_layer(embed_dim)
         self.conv_after_body = _residual_conv(embed_dim, resi_connection)
 
