@@ -460,15 +460,20 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path, capsys):
     with open(out / 'results.csv', newline='') as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(records) > 0
-    assert {r['suite'] for r in rows} == {'op', 'model', 'scaling-window', 'scaling-size', 'targets'}
+    assert {r['suite'] for r in rows} == {'op', 'model', 'scaling-window', 'scaling-size', 'ops', 'targets'}
+    ops = [r for r in rows if r['suite'] == 'ops']  # kernels per call, both block plans, against SwinIR
+    assert {(r['method'], r['mode']) for r in ops} >= {('SwinIR-w4', 'train'), ('TaylorSwinIR-w8', 'inference')}
+    assert all(int(r['kernels']) > 0 for r in ops)
     assert {r['case'] for r in rows if r['suite'] == 'targets'} == {'S', 'L', 'recipe', 'op'}
     op_methods = {r['method'] for r in rows if r['suite'] == 'op'}
     assert op_methods >= {'softmax_explicit', 'sdpa', 'taylor_direct', 'taylor_efficient'}
     for r in rows:
         assert r['status'] == 'ok', r
-        assert float(r['time_s']) > 0 and float(r['peak_mb']) > 0, r
+        if r['suite'] != 'ops':  # (kernel counts, no time)
+            assert float(r['time_s']) > 0 and float(r['peak_mb']) > 0, r
     text = (out / 'results.md').read_text()
     assert '## op' in text and '## model' in text and '## targets' in text and 'torch' in text
+    assert '## ops' in text and 'ops tiny train: TaylorSwinIR-w8 kernels / SwinIR-w4' in text
     assert 'S train: TaylorSwinIR-w8 time / SwinIR-w4' in text
     pngs = sorted(p.name for p in out.glob('*.png'))
     assert pngs == ['op_forward.png', 'op_forward_backward.png', 'scaling-size.png', 'scaling-window.png']

@@ -40,8 +40,11 @@ def option_dtype(opt, key):
 
 
 def model_device_type(opt):
-    """The device BaseModel puts the model on: cuda unless num_gpu is 0 (parse_options resolved 'auto')."""
-    return 'cuda' if opt.get('num_gpu', 0) != 0 else 'cpu'
+    """The device BaseModel puts the model on: cuda unless num_gpu is 0 ('auto': as parse_options resolves it)."""
+    num_gpu = opt.get('num_gpu', 0)
+    if num_gpu == 'auto':
+        num_gpu = torch.cuda.device_count()
+    return 'cuda' if num_gpu != 0 else 'cpu'
 
 
 def grad_scaler(device_type):
