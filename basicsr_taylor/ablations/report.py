@@ -83,14 +83,20 @@ def summarise(records, baseline):
             ssim = [r[f'{s}_ssim'] for r in rs if r[f'{s}_ssim'] != '']
             diff = None if variant == baseline or baseline not in psnr else \
                 paired_difference(psnr[variant][s], psnr[baseline][s])
-            item['sets'][s] = dict(psnr=mean_std(values) if values else None, ssim=mean_std(ssim) if ssim else None,
+            item['sets'][s] = dict(psnr=_mean_std_n(values), ssim=_mean_std_n(ssim),
                                    diff=diff, verdict='baseline' if variant == baseline else verdict(diff))
         out.append(item)
     return out, sets
 
 
+def _mean_std_n(values):
+    return (*mean_std(values), len(values)) if values else None
+
+
 def _pm(ms, digits):
-    return '-' if ms is None else f'{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}'
+    if ms is None:
+        return '-'
+    return f'{ms[0]:.{digits}f} (n 1)' if ms[2] == 1 else f'{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}'
 
 
 def _diff_cell(diff):
