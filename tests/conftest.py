@@ -16,3 +16,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def change_options(opt, changes):
+    """opt with ``changes`` applied: {'a:b:c': value} sets opt['a']['b']['c'] (None deletes it)."""
+    for key, value in changes.items():
+        *parents, last = key.split(':')
+        node = opt
+        for parent in parents:
+            node = node[parent]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    return opt

@@ -13,6 +13,7 @@ from basicsr_taylor.quickstart import options_for_test, quickstart_options
 from basicsr_taylor.utils import option_keys
 from basicsr_taylor.utils.option_keys import OptionError, check_keys
 from basicsr_taylor.utils.options import apply_force_yml, run_basicsr_pipeline
+from conftest import change_options
 
 ROOTS = dict(train_gt='gt.lmdb', train_lq='lq.lmdb', val_gt='val/gt', val_lq='val/lq')
 NET = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2,
@@ -23,16 +24,7 @@ def train_options(**changes):
     opt = quickstart_options(ROOTS, total_iter=10, network=NET, name='keys')
     opt['is_train'] = True
     opt['dist_params'] = dict(backend='nccl', port=29500)
-    for key, value in changes.items():
-        *parents, last = key.split(':')
-        node = opt
-        for parent in parents:
-            node = node[parent]
-        if value is None:
-            del node[last]
-        else:
-            node[last] = value
-    return opt
+    return change_options(opt, changes)
 
 
 def test_the_recipes_and_the_quickstart_pass():

@@ -29,6 +29,7 @@ from basicsr_taylor.quickstart import quickstart_options, write_options
 from basicsr_taylor.utils import compat
 from basicsr_taylor.utils import options as option_checks
 from basicsr_taylor.utils.options import OptionError
+from conftest import change_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_NET = dict(type='TaylorSwinIR', upscale=2, in_chans=3, window_size=8, embed_dim=12, depths=[2], num_heads=[2],
@@ -246,16 +247,7 @@ def test_dashed_local_rank_from_torch_distributed_launch():
 def checked_options(root, **changes):
     opt = tiny_options(root, 'bad', total_iter=4, checkpoint_every=4)
     opt['is_train'] = True
-    for key, value in changes.items():
-        *parents, last = key.split(':')
-        node = opt
-        for parent in parents:
-            node = node[parent]
-        if value is None:
-            del node[last]
-        else:
-            node[last] = value
-    option_checks.check_options(opt)
+    option_checks.check_options(change_options(opt, changes))
 
 
 def test_good_tiny_options_pass_the_checks(workdir):
