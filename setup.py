@@ -61,7 +61,7 @@ with open('README.md', encoding='utf-8') as f:
 
 setup(
     name='basicsr-taylor',
-    version='0.2.0',
+    version='0.3.0',
     description='TaylorIR for BasicSR: TaylorShift attention and TaylorSwinIR (SwinIR with 48x48 linear-time windows)',
     long_description=long_description,
     long_description_content_type='text/markdown',

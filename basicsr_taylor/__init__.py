@@ -13,7 +13,7 @@ Layout (imports run one way: commands -> archs -> ops -> utils; data beside ops)
 """
 from .utils.cli import answering_help
 
-__version__ = '0.2.0'
+__version__ = '0.3.0'
 __all__ = ['taylor_shift_attention', 'TaylorShiftAttention', 'TaylorSwinIR', '__version__']
 
 
