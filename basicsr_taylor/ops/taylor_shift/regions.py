@@ -3,7 +3,9 @@ SwinIR's -100 mask, which a polynomial ignores).
 
 - :class:`RegionChunks`: the tokens of every window in C equal chunks of c tokens, each chunk inside one region;
   built from integer sizes by the network (``archs.shifted_windows.shifted_window_chunks``), once per forward,
-  and shared by every block and head, like FlexAttention's BlockMask. No host sync, nothing cached.
+  and shared by every block and head, like FlexAttention's BlockMask. No host sync; the Triton and Flex forms keep
+  what they derive from it on the object (:func:`derived`). The efficient form rebuilds its 4x4 same-region matrix
+  per call instead: a tensor cached from inside its autograd Function breaks torch.compile's graph.
 - :func:`sorted_region_chunks`: any integer ids (the public function's ``regions`` tensor): tokens sorted by id,
   each region padded to whole chunks. It reads the ids on the host (one device-to-host sync per call).
 """
