@@ -22,6 +22,11 @@ Suites (all on one device, side by side in one run):
            config L (embed 48, depths [4, 4], heads [3, 3], LR 48², batch 4: training step at windows 8 and 24),
            recipe size (embed 180, 6x6, training step at LR 48² batch 4, inference at LR 96²), and the op alone
            (N = 2304, d = 30, 4 windows x 6 heads, shifted-window regions, forward and forward+backward).
+  heads    TaylorSwinIR-w48 at head dimension 30 / 15 / 10 against SwinIR-w8 (6 heads, and the Taylor default's),
+           light width and recipe width, LR 96: training step and inference, time, memory, kernels
+           (benchmarking/recipes.py).
+  light    the light recipes (options/train_light_x*.yml) against SwinIR-light: parameters, FLOPs for a 1280x720
+           output at x2/x3/x4, and at x2 time, memory and kernels (benchmarking/recipes.py).
 
 Time: median of ``--repeats`` runs after ``--warmup`` runs. Peak memory: the increase over the memory held
 before the call; on CUDA torch.cuda.max_memory_allocated, on CPU the running sum of the allocation and free
@@ -51,10 +56,12 @@ sys.path[:0] = [os.path.dirname(_scripts), _scripts]  # the repository root (bas
 import basicsr_taylor  # noqa: E402,F401  (also makes basicsr importable)
 from benchmarking.kernels import run_ops_suite  # noqa: E402
 from benchmarking.measure import environment  # noqa: E402
+from benchmarking.recipes import run_heads_suite, run_light_suite  # noqa: E402
 from benchmarking.report import Records, fmt, plots, target_rows, write_tables  # noqa: E402
 from benchmarking.suites import run_model_suite, run_op_suite, run_scaling_suite, run_targets_suite  # noqa: E402
 
 
+SUITES = ['op', 'model', 'scaling', 'ops', 'targets', 'heads', 'light']
 FULL_OUT = 'docs/benchmarks/cpu'
 QUICK_OUT = 'results/benchmark-quick'
 QUICK_NOTE = ('--quick: tiny sizes, a smoke test of the code; these times and ratios mean nothing about the '
@@ -63,8 +70,7 @@ QUICK_NOTE = ('--quick: tiny sizes, a smoke test of the code; these times and ra
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--suites', default='op,model,scaling,ops,targets',
-                        help='comma-separated: op, model, scaling, ops, targets')
+    parser.add_argument('--suites', default=','.join(SUITES), help=f'comma-separated: {", ".join(SUITES)}')
     parser.add_argument('--quick', action='store_true',
                         help=f'tiny sizes: a smoke test of the code (1-2 min), its numbers mean nothing; written to '
                         f'{QUICK_OUT}/ unless --out is given')
@@ -89,9 +95,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', default=None, help=f'output folder (default: {FULL_OUT}, with --quick {QUICK_OUT})')
     args = parser.parse_args(argv)
     suites = [s.strip() for s in args.suites.split(',') if s.strip()]
-    unknown = set(suites) - {'op', 'model', 'scaling', 'ops', 'targets'}
+    unknown = set(suites) - set(SUITES)
     if unknown:
-        parser.error(f'--suites: unknown suite(s) {sorted(unknown)}; choose from op, model, scaling, ops, targets')
+        parser.error(f'--suites: unknown suite(s) {sorted(unknown)}; choose from {", ".join(SUITES)}')
     args.suites = suites
     if args.out is None:  # a quick run never replaces the committed measurements by default
         args.out = QUICK_OUT if args.quick else FULL_OUT
@@ -102,14 +108,15 @@ def parse_args(argv=None):
 
 def read_csv(path):
     """Rows of an earlier results.csv with their numbers parsed back."""
-    numeric = {'tokens': int, 'head_dim': int, 'lr_size': int, 'window': int, 'time_s': float, 'peak_mb': float}
+    numeric = {'tokens': int, 'head_dim': int, 'window': int, 'time_s': float, 'peak_mb': float, 'gflops': float}
     with open(path, newline='', encoding='utf-8') as f:
         rows = list(csv.DictReader(f))
     for row in rows:
         for key, kind in numeric.items():
             row[key] = kind(row[key]) if row.get(key) not in (None, '') else None
-        if row.get('batch', '').isdigit():
-            row['batch'] = int(row['batch'])
+        for key in ('batch', 'lr_size', 'kernels', 'params'):  # a number, or text such as '4x6' or '360x640'
+            if (row.get(key) or '').isdigit():
+                row[key] = int(row[key])
     return rows
 
 
@@ -147,7 +154,7 @@ def main(argv=None):
                             'torch.profiler(profile_memory=True): peak of the running sum of allocation events')
     records = Records(env, device, args.out)
     suites = dict(op=run_op_suite, model=run_model_suite, scaling=run_scaling_suite, ops=run_ops_suite,
-                  targets=run_targets_suite)
+                  targets=run_targets_suite, heads=run_heads_suite, light=run_light_suite)
     written = []
     for suite in args.suites:
         suites[suite](args, device, records)

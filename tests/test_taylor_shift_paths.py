@@ -460,20 +460,29 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path, capsys):
     with open(out / 'results.csv', newline='') as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(records) > 0
-    assert {r['suite'] for r in rows} == {'op', 'model', 'scaling-window', 'scaling-size', 'ops', 'targets'}
+    assert {r['suite'] for r in rows} == {'op', 'model', 'scaling-window', 'scaling-size', 'ops', 'targets', 'heads',
+                                          'light'}
     ops = [r for r in rows if r['suite'] == 'ops']  # kernels per call, both block plans, against SwinIR
     assert {(r['method'], r['mode']) for r in ops} >= {('SwinIR-w4', 'train'), ('TaylorSwinIR-w8', 'inference')}
     assert all(int(r['kernels']) > 0 for r in ops)
     assert {r['case'] for r in rows if r['suite'] == 'targets'} == {'S', 'L', 'recipe', 'op'}
     op_methods = {r['method'] for r in rows if r['suite'] == 'op'}
     assert op_methods >= {'softmax_explicit', 'sdpa', 'taylor_direct', 'taylor_efficient'}
+    # heads: SwinIR and TaylorSwinIR at two head dimensions, both modes, with time, memory and kernels
+    heads = [r for r in rows if r['suite'] == 'heads']
+    assert {(r['method'], r['mode']) for r in heads} == {(m, mode) for mode in ('train', 'inference') for m in (
+        'SwinIR-w4 2 heads (d 6)', 'TaylorSwinIR-w8 2 heads (d 6)', 'TaylorSwinIR-w8 4 heads (d 3)')}
+    assert all(int(r['kernels']) > 0 for r in heads)
+    flops = [r for r in rows if r['suite'] == 'light' and 'FLOPs' in r['case']]  # params and FLOPs, no time
+    assert len(flops) == 2 and all(int(r['params']) > 0 and float(r['gflops']) > 0 for r in flops)
     for r in rows:
         assert r['status'] == 'ok', r
-        if r['suite'] != 'ops':  # (kernel counts, no time)
+        if r['suite'] != 'ops' and r not in flops:  # (kernel counts / FLOPs, no time)
             assert float(r['time_s']) > 0 and float(r['peak_mb']) > 0, r
     text = (out / 'results.md').read_text()
     assert '## op' in text and '## model' in text and '## targets' in text and 'torch' in text
     assert '## ops' in text and 'ops tiny train: TaylorSwinIR-w8 kernels / SwinIR-w4' in text
+    assert '## heads' in text and '## light' in text and 'kernel ratio' in text
     assert 'S train: TaylorSwinIR-w8 time / SwinIR-w4' in text
     pngs = sorted(p.name for p in out.glob('*.png'))
     assert pngs == ['op_forward.png', 'op_forward_backward.png', 'scaling-size.png', 'scaling-window.png']
@@ -482,6 +491,26 @@ def test_benchmark_quick_mode_writes_csv_markdown_and_plots(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert 'these times and ratios mean nothing about the real sizes' in printed
     assert all(line.endswith('[quick sizes]') for line in printed.splitlines() if '(limit ' in line)
+
+
+def test_benchmark_flops_on_fake_tensors_equal_the_flops_of_a_real_run():
+    """The light suite counts FLOPs on fake tensors (nothing computed): the same count as a real run, and a
+    convolution's count is 2 x multiply-adds."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from basicsr_taylor import TaylorSwinIR
+    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+    try:
+        from benchmarking.recipes import count_flops
+    finally:
+        sys.path.pop(0)
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert count_flops(conv, (16, 20)) == 2 * 3 * 8 * 9 * 16 * 20
+    net = TaylorSwinIR(upscale=2, embed_dim=12, depths=[2], num_heads=[2], window_size=8, mlp_ratio=2,
+                       upsampler='pixelshuffle').eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.rand(1, 3, 16, 24))
+    assert count_flops(net, (16, 24)) == counter.get_total_flops() > 0
 
 
 def test_benchmark_flex_bias_baseline_equals_swinir_softmax_on_the_cpu():

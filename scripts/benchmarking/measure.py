@@ -10,7 +10,7 @@ import torch
 os.environ.setdefault('KINETO_LOG_LEVEL', '6')
 
 FIELDS = ['suite', 'case', 'method', 'mode', 'tokens', 'head_dim', 'batch', 'lr_size', 'window', 'time_s', 'peak_mb',
-          'kernels', 'status', 'note']
+          'kernels', 'params', 'gflops', 'status', 'note']
 
 
 

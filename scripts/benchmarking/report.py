@@ -126,6 +126,8 @@ def markdown(records, env, device):
             lines += _op_table(rows)
         elif suite == 'ops':
             lines += _ops_table(rows)
+        elif suite in ('heads', 'light'):
+            lines += _versus_table(rows)
         else:
             lines += ['| case | method | mode | time (s) | peak (MB) | status | note |',
                       '| --- | --- | --- | --- | --- | --- | --- |']
@@ -150,6 +152,26 @@ def _ops_table(rows):
         lines.append(f'| {r["case"]} | {r["mode"]} | {base["method"] if base else "-"} | '
                      f'{base["kernels"] if base else "-"} | {r["method"]} | {r["note"]} | {r["kernels"]} | '
                      f'{fmt(ratio)} |')
+    return lines
+
+
+def _versus_table(rows):
+    """Every network against the first of its case and mode (the SwinIR baseline): time, memory, kernels, and
+    (light) parameters and FLOPs."""
+    lines = ['Ratios are to the first row of the same case and mode (BasicSR\'s SwinIR); time: median of interleaved '
+             'runs; kernels: CUDA block plan.', '',
+             '| case | network | mode | head dim | params | GFLOPs | time (s) | time ratio | peak (MB) | peak ratio | '
+             'kernels | kernel ratio | note |', '| --- ' * 13 + '|']
+    for r in rows:
+        base = next(b for b in rows if (b['case'], b['mode']) == (r['case'], r['mode']))
+        ratio = {f: (None if r.get(f) in (None, '') or not base.get(f) else float(r[f]) / float(base[f]))
+                 for f in ('time_s', 'peak_mb', 'kernels', 'gflops')}
+        params = f'{int(r["params"]):,}' if r.get('params') not in (None, '') else ''
+        gflops = '' if r.get('gflops') in (None, '') else f'{fmt(float(r["gflops"]))} ({fmt(ratio["gflops"])}x)'
+        lines.append(f'| {r["case"]} | {r["method"]} | {r["mode"]} | {r.get("head_dim") or ""} | {params} | {gflops} | '
+                     f'{fmt(r.get("time_s"))} | {fmt(ratio["time_s"])} | {fmt(r.get("peak_mb"))} | '
+                     f'{fmt(ratio["peak_mb"])} | {r.get("kernels") or ""} | {fmt(ratio["kernels"])} | '
+                     f'{r.get("note") or ""} |')
     return lines
 
 
