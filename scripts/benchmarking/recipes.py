@@ -26,6 +26,7 @@ from basicsr_taylor.ops.taylor_shift import blocks
 
 from .kernels import count_kernels, network_calls
 from .measure import peak_bytes
+from .suites import padded
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = dict(in_chans=3, img_range=1., mlp_ratio=2, resi_connection='1conv')
@@ -42,8 +43,7 @@ def light_recipe(scale):
 def swinir(config, window, heads, lr_size):
     from basicsr.archs.swinir_arch import SwinIR
     config = dict(config, num_heads=[heads] * len(config['depths']))
-    config.pop('window_size', None)
-    return SwinIR(**dict(config, img_size=-(-lr_size // window) * window, window_size=window))
+    return SwinIR(**dict(config, img_size=padded(lr_size, window), window_size=window))
 
 
 def taylor(config, window, heads):
@@ -149,12 +149,12 @@ def run_light_suite(args, device, records):
             nets[name] = (taylor(recipe, window, h), window, dim // h)
             notes[name] = 'the recipe' if h == recipe_heads else 'heads varied'
         for name, (net, net_window, head_dim) in nets.items():
-            padded = tuple(-(-s // net_window) * net_window for s in lr_hw)  # both networks pad to the window
+            padded_hw = tuple(padded(side, net_window) for side in lr_hw)  # both networks pad to the window
             records.append(dict(suite='light', case=f'x{scale} FLOPs, 1280x720 output', method=name,
                                 mode='inference', lr_size=f'{lr_hw[0]}x{lr_hw[1]}', window=net_window,
                                 head_dim=head_dim, params=sum(p.numel() for p in net.parameters()),
-                                gflops=count_flops(net, lr_hw if 'Taylor' in name else padded) / 1e9, status='ok',
-                                note='; '.join(filter(None, [notes.get(name), f'computed on {padded[0]}x{padded[1]} '
-                                                             '(padded to the window)']))))
+                                gflops=count_flops(net, lr_hw if 'Taylor' in name else padded_hw) / 1e9, status='ok',
+                                note='; '.join(filter(None, [notes.get(name), f'computed on {padded_hw[0]}x'
+                                                             f'{padded_hw[1]} (padded to the window)']))))
         if scale == 2:
             compare(nets, lr_size, 'light', f'x{scale} LR {lr_size}', args, device, records, notes)
