@@ -6,6 +6,7 @@ import json
 import math
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -144,6 +145,44 @@ def test_run_names_of_seed_zero_keep_their_hash():
     assert one.startswith('abl_SwinIR-w8_s1_') and one != names['SwinIR-w8']
 
 
+def _window_args(root, train_hr):
+    args = ablation.parse_args(['window', '--iters', '1000', '--train-hr', *train_hr, '--test', 'Set5=/x/Set5/HR',
+                                '--root', root, '--depths', '2', '--heads', '2', '--embed-dim', '60'])
+    args.test = {'Set5': ('/x/Set5/HR', f'{root}/data/test/Set5/LRbicx2')}
+    return args
+
+
+def test_run_names_hash_the_data_by_name_not_by_place(tmp_path):
+    """Records found under any root: the same data under two roots (and mount points) gives the same run name, other
+    training folders another; a record under the old name (0.3.0) is renamed when found, and an interrupted run
+    of that name keeps it (it resumes)."""
+    from basicsr_taylor.ablations.inputs import training_dataroots
+    from basicsr_taylor.ablations.runner import existing_record, run_names, training_name
+    from basicsr_taylor.ablations.variants import TEMPLATES, load_yaml, variant_options
+    base = load_yaml(osp.join(TEMPLATES, 'base.yml'))
+    spec = {'arch': 'TaylorSwinIR', 'window_size': 24}
+
+    def names(root, train_hr):
+        args = _window_args(root, train_hr)
+        return run_names(variant_options(base, spec, args, training_dataroots(args), 1), 'TaylorSwinIR-w24', args)
+
+    here = names('/work/a/runs', ['/data/T91', '/data/BSD200'])
+    assert here[0] == names('/mnt/b/other', ['/mnt/x/T91', '/mnt/x/BSD200/'])[0] != here[1]
+    assert here[0] != names('/work/a/runs', ['/data/T91', '/data/DIV2K'])[0]  # other training data
+    assert here[1] != names('/mnt/b/other', ['/mnt/x/T91', '/mnt/x/BSD200'])[1]  # the old names: by place
+    root = str(tmp_path)
+    new, old = names(root, ['/data/T91', '/data/BSD200'])
+    ablation_dir = tmp_path / 'ablation'
+    os.makedirs(ablation_dir / 'stats' / old)
+    assert training_name(str(ablation_dir), (new, old)) == old  # started under the old name: resumes under it
+    os.makedirs(ablation_dir / 'records')
+    (ablation_dir / 'records' / f'{old}.json').write_text(json.dumps(dict(variant='TaylorSwinIR-w24', run=old)))
+    args = _window_args(root, ['/data/T91', '/data/BSD200'])
+    record = existing_record('TaylorSwinIR-w24', spec, base, args, training_dataroots(args), 1)
+    assert record['run'] == old and os.listdir(ablation_dir / 'records') == [f'{new}.json']
+    assert training_name(str(ablation_dir), (new, 'abl_never_started')) == new
+
+
 def test_seeds_jobs_and_hold_out(data):
     """One variant x two seeds, both at once, one training image held out as a second test set: two records (seed
     in manual_seed and run name, jobs stored), a report with mean ± std; a later third seed adds only its run."""
@@ -171,6 +210,18 @@ def test_seeds_jobs_and_hold_out(data):
     # a later session with a third seed: the two finished runs are skipped, one is new (dry run)
     out = run([*args[:args.index('--seeds')], '--seeds', '0,1,2', '--dry-run', *TINY], data)
     assert '3 run(s) in the grid, 2 with a record' in out and out.count('seed 2: wrote') == 1
+    # the records, committed and copied to another root on another machine (the data elsewhere too), are found
+    moved, other = data / 'moved', data / 'other-root'
+    shutil.copytree(data / 'train_hr', moved / 'train_hr')
+    shutil.copytree(data / 'test_hr', moved / 'test_hr')
+    shutil.copytree(work / 'ablation' / 'records', other / 'ablation' / 'records')
+    elsewhere = [a.replace(str(data / 'train_hr'), str(moved / 'train_hr')).replace(
+        str(data / 'test_hr'), str(moved / 'test_hr')).replace(str(work), str(other)) for a in args]
+    out = run([*elsewhere, '--dry-run'], data)
+    assert '2 run(s) in the grid, 2 with a record' in out
+    out = run([*elsewhere, '--report-only'], data)
+    assert 'wrote' in out and len(list(csv.DictReader(open(other / 'ablation' / 'taylor-vs-softmax' /
+                                                           'results.csv')))) == 2
 
 
 def _record(variant, seed, psnr, arch='TaylorSwinIR'):

@@ -10,8 +10,8 @@ from ..data import DataPreparationError
 from .estimate import estimate_grid
 from .inputs import held_out_test_set, parse_hold_out, parse_test_sets, prepare_training_data, training_dataroots
 from .report import write_reports
-from .runner import existing_record, find_shared_record, load_json, run_variant
-from .variants import AblationError, load_yaml, run_name, variant_options
+from .runner import existing_record, find_record, load_json, run_names, run_variant
+from .variants import AblationError, load_yaml, variant_options
 
 PROG = 'basicsr-taylor-ablation'
 
@@ -89,13 +89,12 @@ def train_grid(selected, base, args, dataroots, records_dir):
     for seed in args.seeds:
         for experiment, variant_name, spec in selected:
             opt = variant_options(base, spec, args, dataroots, seed)
-            key = run_name(opt, '').rsplit('_', 1)[1]  # the options' hash: identical runs are trained once
+            names = run_names(opt, variant_name, args)
+            key = names[0].rsplit('_', 1)[1]  # the options' hash: identical runs are trained once
             if key in seen:
                 continue
             seen.add(key)
-            name = run_name(opt, variant_name)
-            done = osp.isfile(osp.join(records_dir, f'{name}.json')) or find_shared_record(
-                osp.dirname(records_dir), name)
+            done = find_record(osp.dirname(records_dir), names) is not None
             runs.append((experiment, variant_name, spec, seed, opt, done))
     pending = [(f'{v} seed {s}', opt) for _, v, _, s, opt, done in runs if not done]
     print(f'{len(runs)} run(s) in the grid, {len(runs) - len(pending)} with a record', flush=True)

@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..utils.files import write_atomically
-from .variants import REPO, count_parameters, run_name, test_options, variant_options, write_yaml
+from .variants import REPO, count_parameters, data_names, run_name, test_options, variant_options, write_yaml
 from .worker import WARMUP_STEPS
 
 
@@ -20,6 +20,32 @@ def find_shared_record(ablation_dir, name):
         if f.endswith('_' + suffix):
             return load_json(osp.join(records_dir, f))
     return None
+
+
+def run_names(opt, variant_name, args):
+    """(name, old name): the run's name with the data hashed by name (found under any root), and the one
+    with absolute data paths that earlier runners gave it."""
+    return (run_name(opt, variant_name, data_names(args.root, None if args.train_lmdb else args.train_hr)),
+            run_name(opt, variant_name))
+
+
+def find_record(ablation_dir, names):
+    """The record of a run (its own, then an identical variant's), or None. A record under the old name is
+    renamed to the new one (atomically) when found, so that the records directory can be copied anywhere."""
+    records_dir = osp.join(ablation_dir, 'records')
+    name, old = names
+    path, old_path = osp.join(records_dir, f'{name}.json'), osp.join(records_dir, f'{old}.json')
+    if not osp.isfile(path) and osp.isfile(old_path):
+        os.replace(old_path, path)
+    if osp.isfile(path):
+        return load_json(path)
+    return find_shared_record(ablation_dir, name) or find_shared_record(ablation_dir, old)
+
+
+def training_name(ablation_dir, names):
+    """The name to train under: the 0.3.0 one if a run of that name was started (it resumes), else the new."""
+    name, old = names
+    return old if osp.isdir(osp.join(ablation_dir, 'stats', old)) else name
 
 
 def _worker_cmd(kind, opt_path, stats_path, args):
@@ -74,18 +100,19 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
     """Train and test one variant with one seed unless its record exists; return the record (written atomically
     once training and testing are complete: an interrupted run leaves none and resumes from its checkpoint)."""
     opt = variant_options(base, variant, args, dataroots, seed)
-    name = run_name(opt, variant_name)
-    opt['name'] = name
     ablation_dir = osp.join(args.root, 'ablation')
-    record_path = osp.join(ablation_dir, 'records', f'{name}.json')
+    names = run_names(opt, variant_name, args)
     tag = f'[{experiment}] {variant_name} seed {seed}'
-    if osp.isfile(record_path):
-        print(f'{tag}: done ({record_path}), skipped', flush=True)
-        return load_json(record_path)
-    shared = find_shared_record(ablation_dir, name)
-    if shared:  # another variant with the same options (e.g. TaylorSwinIR-w24 and TaylorSwinIR-w24-order2)
-        print(f'{tag}: same options as {shared["run"]} ({shared["variant"]}), shared', flush=True)
-        return dict(shared, variant=variant_name)
+    found = find_record(ablation_dir, names)
+    if found and found['variant'] == variant_name:
+        print(f'{tag}: done ({found["run"]}), skipped', flush=True)
+        return found
+    if found:  # another variant with the same options (e.g. TaylorSwinIR-w24 and TaylorSwinIR-w24-order2)
+        print(f'{tag}: same options as {found["run"]} ({found["variant"]}), shared', flush=True)
+        return dict(found, variant=variant_name)
+    name = training_name(ablation_dir, names)
+    opt['name'] = name
+    record_path = osp.join(ablation_dir, 'records', f'{names[0]}.json')
     started = time.time()
     opt_dir, log_dir = osp.join(ablation_dir, 'options'), osp.join(ablation_dir, 'logs')
     os.makedirs(log_dir, exist_ok=True)
@@ -126,7 +153,6 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
 
 def existing_record(variant_name, variant, base, args, dataroots, seed):
     """The record of a finished variant and seed (its own or an identical variant's), or None."""
-    name = run_name(variant_options(base, variant, args, dataroots, seed), variant_name)
-    path = osp.join(args.root, 'ablation', 'records', f'{name}.json')
-    record = load_json(path) if osp.isfile(path) else find_shared_record(osp.join(args.root, 'ablation'), name)
+    names = run_names(variant_options(base, variant, args, dataroots, seed), variant_name, args)
+    record = find_record(osp.join(args.root, 'ablation'), names)
     return record and dict(record, variant=variant_name)

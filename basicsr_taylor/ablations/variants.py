@@ -3,6 +3,7 @@ hash everything that defines the training (identical variants are trained once).
 import copy
 import hashlib
 import json
+import os
 import os.path as osp
 import sys
 
@@ -90,12 +91,34 @@ def _paired_disk(name, roots):
                 filename_tmpl='{}', io_backend=dict(type='disk'))
 
 
-def run_name(opt, variant_name):
+def run_name(opt, variant_name, data=None):
     """BasicSR experiment name: the variant's name, its seed unless 0, and a hash of everything that defines its
-    training (the seed included: seed 0 keeps the name and hash it had before the runner had seeds)."""
-    key = json.dumps({k: v for k, v in opt.items() if k not in ('name', 'logger', 'val')}, sort_keys=True)
+    training (the seed included: seed 0 keeps the name and hash it had before the runner had seeds). With ``data``
+    (:func:`data_names`) the data folders enter the hash by name, not by where they lie, so that records copied to
+    another root or machine are found; without it, by absolute path (the names of runs made by 0.3.0 and before)."""
+    options = {k: v for k, v in opt.items() if k not in ('name', 'logger', 'val')}
+    if data:
+        options['datasets'] = {phase: {k: data(v) if k.startswith('dataroot_') else v for k, v in dataset.items()}
+                               for phase, dataset in opt['datasets'].items()}
+    key = json.dumps(options, sort_keys=True)
     seed = f'_s{opt["manual_seed"]}' if opt['manual_seed'] else ''
     return f'abl_{variant_name}{seed}_{hashlib.sha1(key.encode()).hexdigest()[:8]}'
+
+
+def data_names(root, train_hr=None):
+    """path -> the name it is hashed by: under ``root`` (the prepared training data, held-out and bicubic test
+    sets) relative to it, prefixed by the --train-hr folder names the data was made from; elsewhere its folder name
+    (the dataset's name, e.g. Set5, is hashed beside it): the same data under another root or mount point hashes
+    the same."""
+    root = osp.abspath(root)
+    sources = '+'.join(osp.basename(osp.normpath(f)) for f in train_hr or [])
+
+    def name(path):
+        path = osp.abspath(path)
+        if path.startswith(root + os.sep):
+            return f'{sources}:{osp.relpath(path, root)}'
+        return osp.basename(path)
+    return name
 
 
 def test_options(train_opt, name, model_path, test_sets):
