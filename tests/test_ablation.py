@@ -183,6 +183,19 @@ def test_run_names_hash_the_data_by_name_not_by_place(tmp_path):
     assert training_name(str(ablation_dir), (new, 'abl_never_started')) == new
 
 
+def test_training_data_of_a_root_is_not_reused_for_other_folders(tmp_path):
+    """A root's prepared training data remembers the --train-hr folder names it was made from: the same names pass,
+    other names stop with an error that names both (instead of training on the old data)."""
+    from basicsr_taylor.ablations.inputs import check_sources
+    from basicsr_taylor.ablations.variants import AblationError
+    hr_dir = str(tmp_path / 'train_min192_HR')
+    check_sources(hr_dir, ['/data/T91', '/data/BSD200/'])
+    assert (tmp_path / 'train_min192_HR.sources').read_text() == 'T91 BSD200\n'
+    check_sources(hr_dir, ['/elsewhere/T91', '/elsewhere/BSD200'])  # the same folders, mounted elsewhere
+    with pytest.raises(AblationError, match=r'prepared from --train-hr T91 BSD200, not DIV2K: use another --root'):
+        check_sources(hr_dir, ['/data/DIV2K'])
+
+
 def test_seeds_jobs_and_hold_out(data):
     """One variant x two seeds, both at once, one training image held out as a second test set: two records (seed
     in manual_seed and run name, jobs stored), a report with mean ± std; a later third seed adds only its run."""

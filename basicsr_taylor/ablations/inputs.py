@@ -3,6 +3,7 @@ import os
 import os.path as osp
 
 from .. import data as prepare_data
+from ..utils.files import write_atomically
 from .variants import AblationError
 
 
@@ -60,12 +61,29 @@ def training_dataroots(args):
     return dict(gt=osp.join(data_dir, hr_sub + '.lmdb'), lq=osp.join(data_dir, lr_sub + '.lmdb'))
 
 
+def check_sources(hr_dir, train_hr):
+    """The training data under a root is made once: stop if it was made from other --train-hr folders (their names
+    are kept in HR_DIR.sources) instead of training on it silently."""
+    sources = [osp.basename(osp.normpath(f)) for f in train_hr]
+    path = hr_dir + '.sources'
+    if osp.isfile(path):
+        with open(path) as f:
+            made_from = f.read().split()
+        if made_from != sources:
+            raise AblationError(f'{hr_dir} was prepared from --train-hr {" ".join(made_from)}, not '
+                                f'{" ".join(sources)}: use another --root for other training data')
+    else:
+        write_atomically(path, ' '.join(sources) + '\n')
+
+
 def prepare_training_data(args):
     """{'gt': lmdb, 'lq': lmdb}: given LMDBs, or HR folders -> one folder of links -> the data script."""
     if args.train_lmdb:
         return training_dataroots(args)
     data_dir = osp.join(args.root, 'data')
     hr_dir = _train_hr_dir(args)
+    os.makedirs(data_dir, exist_ok=True)
+    check_sources(hr_dir, args.train_hr)
     held_out = set(held_out_images(args))
 
     def link(tmp):
