@@ -18,8 +18,7 @@ def registered(registry, name):  # BasicSR registers its Real-ESRGAN classes as 
     return name in registry or f'{name}_basicsr' in registry
 
 
-# bicubic SR (paper-faithful, head dimension 15, light); the others: real-world
-CLASSICAL = [p for p in OPTIONS if re.search(r'/(train|test)_(d15_|light_)?x\d\.yml$', p)]
+CLASSICAL = [p for p in OPTIONS if re.search(r'/(train|test)_x\d\.yml$', p)]  # bicubic SR; the others: real-world
 BENCHMARKS = ['Set5', 'Set14', 'BSD100', 'Urban100', 'Manga109']
 
 
@@ -31,19 +30,13 @@ def scale_of(path):
     return int(re.search(r'_x(\d)\.yml$', path).group(1))
 
 
-def variant(path):
-    """'' for the paper-faithful recipes, 'light' or 'd15' for the others (train_<variant>_x2.yml)."""
-    parts = osp.basename(path).split('_')
-    return parts[1] if len(parts) == 3 else ''
-
-
 def is_light(path):
-    return variant(path) == 'light'
+    return osp.basename(path).split('_')[1] == 'light'
 
 
 def test_all_recipes_are_there():
     names = {osp.basename(p) for p in OPTIONS}
-    assert {f'{kind}_{v}x{s}.yml' for kind in ('train', 'test') for v in ('', 'light_', 'd15_') for s in (2, 3, 4)} \
+    assert {f'{kind}_{light}x{s}.yml' for kind in ('train', 'test') for light in ('', 'light_') for s in (2, 3, 4)} \
         <= names
 
 
@@ -56,13 +49,12 @@ def test_option_file_builds_its_network(path):
     net = build_network(dict(opt['network_g']))  # the full network: built, not run
     assert isinstance(net, TaylorSwinIR) and net.window_size == 48 and net.upscale == scale
     params = sum(p.numel() for p in net.parameters())
-    heads = {block.attn.num_heads for layer in net.layers for block in layer.blocks}
-    if is_light(path):  # SwinIR-light's size: 60 channels, 4 groups of 6 blocks; heads of dimension 15 (`heads`)
+    if is_light(path):  # SwinIR-light's size: 60 channels, 4 groups of 6 blocks, heads of dimension 30
         assert len(net.layers) == 4 and net.conv_first.out_channels == 60 and 800_000 < params < 1_000_000
-        assert heads == {4} and opt['network_g']['upsampler'] == 'pixelshuffledirect'
-    else:  # SwinIR's classical size: 180 channels, 6 groups of 6 blocks; SwinIR's 6 heads of 30, or 12 of 15
+        assert all(block.attn.num_heads == 2 for layer in net.layers for block in layer.blocks)
+        assert opt['network_g']['upsampler'] == 'pixelshuffledirect'
+    else:  # SwinIR's classical size: 180 channels, 6 groups of 6 blocks
         assert len(net.layers) == 6 and net.conv_first.out_channels == 180 and params > 10_000_000
-        assert heads == ({12} if variant(path) == 'd15' else {6})
     for dataset in opt['datasets'].values():
         assert registered(DATASET_REGISTRY, dataset['type'])
     for metric in (opt['val']['metrics'] if path in CLASSICAL else {}).values():  # the papers' protocol
@@ -100,17 +92,6 @@ def test_test_recipe(path):
     train = load(path.replace('test_', 'train_'))
     assert opt['network_g'] == train['network_g']  # the tested network is the trained one
     assert opt['path']['pretrain_network_g'] == f'experiments/{train["name"]}/models/net_g_latest.pth'
-
-
-@pytest.mark.parametrize('path', [p for p in OPTIONS if variant(p) == 'd15'], ids=osp.basename)
-def test_head_dimension_15_recipe_differs_from_the_paper_faithful_one_only_in_heads_and_name(path):
-    opt, faithful = load(path), load(path.replace('_d15_', '_'))
-    assert opt['network_g'].pop('num_heads') == [12] * 6 and faithful['network_g'].pop('num_heads') == [6] * 6
-    assert opt.pop('name') == faithful.pop('name').replace('TaylorSwinIR_', 'TaylorSwinIR-d15_')
-    if 'pretrain_network_g' in (opt['path'] or {}) and osp.basename(path).startswith('test_'):
-        assert opt['path'].pop('pretrain_network_g') == faithful['path'].pop('pretrain_network_g').replace(
-            'TaylorSwinIR_', 'TaylorSwinIR-d15_')
-    assert opt == faithful
 
 
 def test_recipe_network_runs_scaled_down():
