@@ -4,7 +4,7 @@ import os.path as osp
 
 from .. import data as prepare_data
 from ..utils.files import write_atomically
-from .variants import AblationError
+from .variants import AblationError, folder_name
 
 
 def parse_hold_out(spec, train_hr):
@@ -14,7 +14,7 @@ def parse_hold_out(spec, train_hr):
     name, _, count = spec.partition('=')
     if not count.isdigit() or int(count) < 1:
         raise AblationError(f'--hold-out expects FOLDER=N (N >= 1), got {spec!r}')
-    folders = [osp.basename(osp.normpath(f)) for f in train_hr or []]
+    folders = [folder_name(f) for f in train_hr or []]
     if name not in folders:
         raise AblationError(f'--hold-out {spec}: {name!r} is not a --train-hr folder; those are {folders}')
     return name, int(count)
@@ -25,7 +25,7 @@ def held_out_images(args):
     if not args.hold_out:
         return []
     name, count = args.hold_out
-    folder = next(f for f in args.train_hr if osp.basename(osp.normpath(f)) == name)
+    folder = next(f for f in args.train_hr if folder_name(f) == name)
     images = prepare_data.list_images(folder)
     if len(images) <= count:
         raise AblationError(f'--hold-out {name}={count}: {folder} has only {len(images)} images')
@@ -64,7 +64,7 @@ def training_dataroots(args):
 def check_sources(hr_dir, train_hr):
     """The training data under a root is made once: stop if it was made from other --train-hr folders (their names
     are kept in HR_DIR.sources) instead of training on it silently."""
-    sources = [osp.basename(osp.normpath(f)) for f in train_hr]
+    sources = [folder_name(f) for f in train_hr]
     path = hr_dir + '.sources'
     if osp.isfile(path):
         with open(path) as f:
@@ -89,7 +89,7 @@ def prepare_training_data(args):
     def link(tmp):
         skipped = 0
         for folder in args.train_hr:
-            prefix = osp.basename(osp.normpath(folder))
+            prefix = folder_name(folder)
             for path in prepare_data.list_images(folder):
                 if path in held_out:  # the --hold-out test images
                     continue

@@ -105,13 +105,18 @@ def run_name(opt, variant_name, data=None):
     return f'abl_{variant_name}{seed}_{hashlib.sha1(key.encode()).hexdigest()[:8]}'
 
 
+def folder_name(path):
+    """The name of a folder given on the command line (a trailing slash ignored): how --train-hr folders are named."""
+    return osp.basename(osp.normpath(path))
+
+
 def data_names(root, train_hr=None):
     """path -> the name it is hashed by: under ``root`` (the prepared training data, held-out and bicubic test
     sets) relative to it, prefixed by the --train-hr folder names the data was made from; elsewhere its folder name
     (the dataset's name, e.g. Set5, is hashed beside it): the same data under another root or mount point hashes
     the same."""
     root = osp.abspath(root)
-    sources = '+'.join(osp.basename(osp.normpath(f)) for f in train_hr or [])
+    sources = '+'.join(folder_name(f) for f in train_hr or [])
 
     def name(path):
         path = osp.abspath(path)
