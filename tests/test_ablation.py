@@ -1,6 +1,7 @@
 """basicsr-taylor-ablation end to end on tiny data with a 2-iteration budget: option files, training and testing
 through BasicSR's pipelines, records, table, CSV; a second run skips finished variants and resumes an
 interrupted one. Plus the option files of every experiment (equal pixels per step, shared variants)."""
+import argparse
 import csv
 import json
 import math
@@ -178,6 +179,10 @@ def test_run_names_hash_the_data_by_name_not_by_place(tmp_path):
     os.makedirs(ablation_dir / 'records')
     (ablation_dir / 'records' / f'{old}.json').write_text(json.dumps(dict(variant='TaylorSwinIR-w24', run=old)))
     args = _window_args(root, ['/data/T91', '/data/BSD200'])
+    for flag in ('dry_run', 'report_only'):  # they read the old record and change no file
+        record = existing_record('TaylorSwinIR-w24', spec, base, argparse.Namespace(**{**vars(args), flag: True}),
+                                 training_dataroots(args), 1)
+        assert record['run'] == old and os.listdir(ablation_dir / 'records') == [f'{old}.json']
     record = existing_record('TaylorSwinIR-w24', spec, base, args, training_dataroots(args), 1)
     assert record['run'] == old and os.listdir(ablation_dir / 'records') == [f'{new}.json']
     assert training_name(str(ablation_dir), (new, 'abl_never_started')) == new
@@ -206,6 +211,7 @@ def test_seeds_jobs_and_hold_out(data):
     out = run(args, data)
     assert '2 run(s) in the grid, 0 with a record' in out and 'estimate: 2 run(s)' in out and '--jobs 2' in out
     assert '1 held out for testing' in out and out.count('training 2 iterations') == 2
+    assert all(line.count('[taylor-vs-softmax]') <= 1 for line in out.splitlines())  # two runs' lines never glued
     held = work / 'data' / 'test' / 'train_hr-held1'
     assert os.listdir(held / 'HR') == ['astronaut.png'] and os.listdir(held / 'LRbicx2') == ['astronaut.png']
     lmdb = work / 'data' / 'train_min48_minus_train_hr-held1_HR_sub.lmdb'

@@ -94,7 +94,7 @@ def train_grid(selected, base, args, dataroots, records_dir):
             if key in seen:
                 continue
             seen.add(key)
-            done = find_record(osp.dirname(records_dir), names) is not None
+            done = find_record(osp.dirname(records_dir), names, rename=not args.dry_run) is not None
             runs.append((experiment, variant_name, spec, seed, opt, done))
     pending = [(f'{v} seed {s}', opt) for _, v, _, s, opt, done in runs if not done]
     print(f'{len(runs)} run(s) in the grid, {len(runs) - len(pending)} with a record', flush=True)

@@ -4,11 +4,24 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import threading
 import time
 
 from ..utils.files import write_atomically
 from .variants import REPO, count_parameters, data_names, run_name, test_options, variant_options, write_yaml
 from .worker import WARMUP_STEPS
+
+
+_OUTPUT_LOCK = threading.Lock()
+
+
+def say(text, stream=None):
+    """Write text and a newline in one piece: with --jobs > 1, print()'s separate writes of text and newline from two
+    threads glue lines together."""
+    stream = stream or sys.stdout
+    with _OUTPUT_LOCK:
+        stream.write(text + '\n')
+        stream.flush()
 
 
 def find_shared_record(ablation_dir, name):
@@ -29,13 +42,16 @@ def run_names(opt, variant_name, args):
             run_name(opt, variant_name))
 
 
-def find_record(ablation_dir, names):
+def find_record(ablation_dir, names, rename=True):
     """The record of a run (its own, then an identical variant's), or None. A record under the old name is
-    renamed to the new one (atomically) when found, so that the records directory can be copied anywhere."""
+    renamed to the new one (atomically) when found, so that the records directory can be copied anywhere; with
+    ``rename=False`` (--dry-run, --report-only: they change no file) it is only read."""
     records_dir = osp.join(ablation_dir, 'records')
     name, old = names
     path, old_path = osp.join(records_dir, f'{name}.json'), osp.join(records_dir, f'{old}.json')
     if not osp.isfile(path) and osp.isfile(old_path):
+        if not rename:
+            return load_json(old_path)
         os.replace(old_path, path)
     if osp.isfile(path):
         return load_json(path)
@@ -72,7 +88,7 @@ def run_child(cmd, log_path, args):
     if code:
         with open(log_path) as f:
             tail = f.readlines()[-30:]
-        sys.stderr.write(''.join(tail))
+        say(''.join(tail).rstrip('\n'), sys.stderr)
         raise SystemExit(f'basicsr-taylor-ablation: {cmd[cmd.index("-opt") - 3]} failed (exit code {code}); '
                          f'log: {log_path}')
 
@@ -103,12 +119,12 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
     ablation_dir = osp.join(args.root, 'ablation')
     names = run_names(opt, variant_name, args)
     tag = f'[{experiment}] {variant_name} seed {seed}'
-    found = find_record(ablation_dir, names)
+    found = find_record(ablation_dir, names, rename=not args.dry_run)
     if found and found['variant'] == variant_name:
-        print(f'{tag}: done ({found["run"]}), skipped', flush=True)
+        say(f'{tag}: done ({found["run"]}), skipped')
         return found
     if found:  # another variant with the same options (e.g. TaylorSwinIR-w24 and TaylorSwinIR-w24-order2)
-        print(f'{tag}: same options as {found["run"]} ({found["variant"]}), shared', flush=True)
+        say(f'{tag}: same options as {found["run"]} ({found["variant"]}), shared')
         return dict(found, variant=variant_name)
     name = training_name(ablation_dir, names)
     opt['name'] = name
@@ -118,7 +134,7 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
     os.makedirs(log_dir, exist_ok=True)
     train_path = write_yaml(opt, osp.join(opt_dir, f'{name}.yml'))
     if args.dry_run:
-        print(f'{tag}: wrote {train_path}', flush=True)
+        say(f'{tag}: wrote {train_path}')
         return None
     log_path = osp.join(log_dir, f'{name}.log')
     stats_dir = osp.join(ablation_dir, 'stats', name)
@@ -127,13 +143,13 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
     done_marker = osp.join(stats_dir, 'trained')
     if not osp.isfile(done_marker):
         segment = len([f for f in os.listdir(stats_dir) if f.startswith('train_')])
-        print(f'{tag}: training {args.iters} iterations'
-              f'{" (resuming)" if segment else ""}, log {log_path}', flush=True)
+        say(f'{tag}: training {args.iters} iterations'
+            f'{" (resuming)" if segment else ""}, log {log_path}')
         run_child(_worker_cmd('train', train_path, osp.join(stats_dir, f'train_{segment}.json'), args), log_path, args)
         open(done_marker, 'w').close()
     test_path = write_yaml(test_options(opt, name + '_test', osp.abspath(model_path), args.test),
                            osp.join(opt_dir, f'{name}_test.yml'))
-    print(f'{tag}: testing on {", ".join(args.test)}', flush=True)
+    say(f'{tag}: testing on {", ".join(args.test)}')
     run_child(_worker_cmd('test', test_path, osp.join(stats_dir, 'test.json'), args), log_path, args)
     train_stats = sorted(osp.join(stats_dir, f) for f in os.listdir(stats_dir)
                          if f.startswith('train_') and '.rank' not in f)
@@ -146,13 +162,13 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
                   finished=time.strftime('%Y-%m-%d %H:%M:%S'))
     write_atomically(record_path, json.dumps(record, indent=1))
     test = ', '.join(f'{d} {m["psnr"]:.2f} dB / {m["ssim"]:.4f}' for d, m in record['test'].items())
-    print(f'{tag}: {test}; {record["sec_per_iter"]:.3f} s/iter, '
-          f'{record["peak_memory_mib"]:.0f} MiB', flush=True)
+    say(f'{tag}: {test}; {record["sec_per_iter"]:.3f} s/iter, '
+        f'{record["peak_memory_mib"]:.0f} MiB')
     return record
 
 
 def existing_record(variant_name, variant, base, args, dataroots, seed):
     """The record of a finished variant and seed (its own or an identical variant's), or None."""
     names = run_names(variant_options(base, variant, args, dataroots, seed), variant_name, args)
-    record = find_record(osp.join(args.root, 'ablation'), names)
+    record = find_record(osp.join(args.root, 'ablation'), names, rename=not (args.dry_run or args.report_only))
     return record and dict(record, variant=variant_name)
