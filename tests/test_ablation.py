@@ -124,7 +124,8 @@ def test_option_files_of_every_experiment(tmp_path, capsys):
     assert ablation.main(['heads', *args[1:], '--report-only']) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4 and all(line.startswith('basicsr-taylor-ablation: error: ') for line in err)
-    assert 'batch' in err[0] and 'unknown experiment(s) nope; known: taylor-vs-softmax, window, heads' in err[1]
+    assert 'batch' in err[0]
+    assert 'unknown experiment(s) nope; known: taylor-vs-softmax, taylor-vs-softmax-w24, window, heads' in err[1]
     assert 'unknown variant(s) TaylorSwinIR-w8 in heads; known: TaylorSwinIR-w24-d30' in err[2]
     assert 'no record of the selected runs' in err[3] and 'records there: none' in err[3]
 
