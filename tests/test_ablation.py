@@ -223,6 +223,10 @@ def test_seeds_jobs_and_hold_out(data):
         ('TaylorSwinIR-w8', 0, 2, 1), ('TaylorSwinIR-w8', 1, 2, 1)]
     assert all(('_s1_' in f) == (r['seed'] == 1) for f, r in records.items())
     assert all(set(r['test']) == {'Tiny', 'train_hr-held1'} and r['wall_seconds'] > 0 for r in records.values())
+    loads = [r['load_average'] for r in records.values()]  # the machine's load, start and end of each run
+    assert all(len(load['start']) == len(load['end']) == 3 and min(load['end']) >= 0 for load in loads)
+    results = list(csv.DictReader(open(work / 'ablation' / 'taylor-vs-softmax' / 'results.csv')))
+    assert sorted(float(r['load_15min_end']) for r in results) == sorted(load['end'][2] for load in loads)
     summary = list(csv.DictReader(open(work / 'ablation' / 'taylor-vs-softmax' / 'summary.csv')))
     psnr = [r['test']['train_hr-held1']['psnr'] for r in records.values()]
     assert summary[0]['seeds'] == '0 1'
@@ -277,6 +281,7 @@ def test_report_of_seeded_records(tmp_path):
     table = open(tmp_path / 'results.md').read()
     assert 'A Δ PSNR vs Base [95% CI]' in table and '| Other | 8 | 2 |' in table and '(n 3)' in table
     assert table.count('| Other | 3 |') == 1  # every run also listed with its seed
+    assert '| s/iter | jobs | load |' in table and '| 1.500 | 1 | - |' in table  # a record without a load: '-'
     pytest.importorskip('matplotlib')
     assert {osp.basename(p) for p in paths} >= {'variants.png', 'results.md', 'results.csv', 'summary.csv'}
     assert (tmp_path / 'variants.png').stat().st_size > 1000

@@ -10,7 +10,7 @@ from .intervals import AS_GOOD_MARGIN, mean_std, paired_difference, verdict
 
 COLUMNS = ('variant', 'arch', 'window_size', 'num_heads', 'patch_size', 'taylor_order', 'temperature_init',
            'temperature_param', 'lr_patch', 'batch', 'seed', 'iters', 'params', 'sec_per_iter', 'peak_memory_mib',
-           'jobs')
+           'jobs', 'load_15min_end')
 
 
 def _value(record, column):
@@ -33,6 +33,7 @@ def rows(records):
     for record in records:
         row = {c: _value(record, c) for c in COLUMNS}
         row['jobs'] = record.get('jobs', 1)
+        row['load_15min_end'] = record['load_average']['end'][2] if 'load_average' in record else ''
         for s in sets:
             metrics = record['test'].get(s, {})
             row[f'{s}_psnr'], row[f'{s}_ssim'] = metrics.get('psnr', ''), metrics.get('ssim', '')
@@ -51,12 +52,13 @@ def markdown_table(records, memory_kind=None):
     kind = memory_kind or (records[0].get('peak_memory_kind') if records else '')
     memory = 'peak GPU memory (MiB)' if kind == 'cuda_max_allocated' else 'peak RSS (MiB)'
     header = ['variant', 'seed', 'window', 'heads', 'p', 'order', 'τ₀', 'LR patch × batch', 'params', 's/iter',
-              'jobs', memory] + [f'{s} PSNR / SSIM' for s in sets]
+              'jobs', 'load', memory] + [f'{s} PSNR / SSIM' for s in sets]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
     for row in table:
         cells = [row['variant'], str(row['seed']), str(row['window_size']), str(row['num_heads']),
                  str(row['patch_size']), str(row['taylor_order']), _tau(row), f'{row["lr_patch"]} × {row["batch"]}',
-                 f'{row["params"]:,}', f'{row["sec_per_iter"]:.3f}', str(row['jobs']), f'{row["peak_memory_mib"]:.0f}']
+                 f'{row["params"]:,}', f'{row["sec_per_iter"]:.3f}', str(row['jobs']),
+                 '-' if row['load_15min_end'] == '' else f'{row["load_15min_end"]:.1f}', f'{row["peak_memory_mib"]:.0f}']
         cells += [f'{row[f"{s}_psnr"]:.2f} / {row[f"{s}_ssim"]:.4f}' if row[f'{s}_psnr'] != '' else '-' for s in sets]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
@@ -163,7 +165,8 @@ def write_reports(records, out_dir, experiment, spec, args):
         f'{args.lr_patch} × batch {args.batch} (equal LR pixels per step), embed {args.embed_dim}, '
         f'depths {list(args.depths)}, heads {list(args.heads)} unless the variant sets them. Y-channel PSNR/SSIM, '
         'crop = scale. s/iter: one training step (forward, backward, optimizer, EMA; data loading excluded), '
-        'comparable only between runs with jobs 1.\n\n'
+        'comparable only between runs with jobs 1 and the same load (the machine\'s 15-minute load average at the '
+        'end of the run: about 1 when the run had the machine to itself).\n\n'
         f'## Per variant (mean ± std over seeds; paired difference to {baseline} over the same seeds)\n\n'
         f'Rule: "as good" when the lower 95% bound of the paired difference is above -{AS_GOOD_MARGIN} dB; '
         '"better"/"worse" when the interval excludes 0; "n < 2": one common seed, no interval.\n\n'

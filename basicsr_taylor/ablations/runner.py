@@ -129,7 +129,7 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
     name = training_name(ablation_dir, names)
     opt['name'] = name
     record_path = osp.join(ablation_dir, 'records', f'{names[0]}.json')
-    started = time.time()
+    started, load_start = time.time(), os.getloadavg()
     opt_dir, log_dir = osp.join(ablation_dir, 'options'), osp.join(ablation_dir, 'logs')
     os.makedirs(log_dir, exist_ok=True)
     train_path = write_yaml(opt, osp.join(opt_dir, f'{name}.yml'))
@@ -159,6 +159,8 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
                   params=count_parameters(opt['network_g']), **summarise_training(train_stats),
                   test=load_json(osp.join(stats_dir, 'test.json'))['metrics'], jobs=args.jobs,
                   threads=args.threads, wall_seconds=time.time() - started,
+                  # the machine's 1/5/15-minute load averages: another job on the cores makes s/iter incomparable
+                  load_average=dict(start=list(load_start), end=list(os.getloadavg())),
                   finished=time.strftime('%Y-%m-%d %H:%M:%S'))
     write_atomically(record_path, json.dumps(record, indent=1))
     test = ', '.join(f'{d} {m["psnr"]:.2f} dB / {m["ssim"]:.4f}' for d, m in record['test'].items())
