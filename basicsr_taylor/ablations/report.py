@@ -16,6 +16,10 @@ COLUMNS = ('variant', 'arch', 'window_size', 'num_heads', 'patch_size', 'taylor_
 def _value(record, column):
     if column in record:
         return record[column]
+    if column == 'jobs':  # records before --jobs existed ran one at a time
+        return 1
+    if column == 'load_15min_end':  # records before load_average existed: unknown
+        return record['load_average']['end'][2] if 'load_average' in record else ''
     network = record['network']
     if column == 'num_heads':
         return network['num_heads'][0]
@@ -32,8 +36,6 @@ def rows(records):
     out = []
     for record in records:
         row = {c: _value(record, c) for c in COLUMNS}
-        row['jobs'] = record.get('jobs', 1)
-        row['load_15min_end'] = record['load_average']['end'][2] if 'load_average' in record else ''
         for s in sets:
             metrics = record['test'].get(s, {})
             row[f'{s}_psnr'], row[f'{s}_ssim'] = metrics.get('psnr', ''), metrics.get('ssim', '')
