@@ -58,7 +58,14 @@ def parse_args(argv=None):
     parser.add_argument('--hold-out', metavar='FOLDER=N', help='leave the first N images (by file name) of the '
                         '--train-hr folder named FOLDER out of training and test on them as the set FOLDER-heldN')
     parser.add_argument('--test', nargs='+', required=True, metavar='NAME=HR[,LR]',
-                        help='test sets (the first one also validates at the end of training)')
+                        help='test sets (the first one also validates at the end of training; with --val-freq, '
+                        'every one validates every --val-freq iterations)')
+    parser.add_argument('--val-freq', type=int, default=None, metavar='N',
+                        help='validate on every test set every N iterations and keep the curves (PSNR/SSIM against '
+                        'iterations and process CPU time) in the records; default: once, at the end, on the first')
+    parser.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
+                        help='cosine decay to 1e-6 over --iters (default), or the learning rate held constant (a '
+                        'run that a longer one continues with its own decay)')
     parser.add_argument('--scale', type=int, default=2)
     parser.add_argument('--root', default='.', help='working folder (default: current directory)')
     seeds = parser.add_mutually_exclusive_group()
@@ -91,6 +98,8 @@ def parse_args(argv=None):
         args.seeds = [args.seed]
     if args.jobs < 1:
         parser.error(f'--jobs must be >= 1, got {args.jobs}')
+    if args.val_freq is not None and args.val_freq < 1:
+        parser.error(f'--val-freq must be >= 1, got {args.val_freq}')
     if args.jobs > 1 and args.threads is None:
         args.threads = 1
     args.sub_image = args.sub_image or 96 * args.scale

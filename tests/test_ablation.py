@@ -91,6 +91,56 @@ def test_runner_end_to_end_skips_and_resumes(data):
     assert '| SwinIR-w8 |' in open(work / 'ablation' / 'window' / 'results.md').read()
 
 
+def test_validation_curves_and_constant_learning_rate(data):
+    """--val-freq validates on every test set during training and the record keeps each set's curve (iterations
+    and process CPU time from the run's start); --lr-schedule constant holds the learning rate; the record names
+    its options relative to the root and the commit it ran."""
+    work = data / 'curves'
+    args = ['long-budget', '--iters', '2', '--train-hr', str(data / 'train_hr'), '--test', f'Tiny={data / "test_hr"}',
+            f'Again={data / "test_hr"}', '--root', str(work), '--variants', 'TaylorSwinIR-w8', '--val-freq', '1',
+            '--lr-schedule', 'constant', *TINY]
+    run(args, data)
+    [record_file] = os.listdir(work / 'ablation' / 'records')
+    record = json.load(open(work / 'ablation' / 'records' / record_file))
+    assert sorted(record['curves']) == ['Again', 'Tiny'] and record['segments'] == 1
+    for points in record['curves'].values():
+        assert [p['iter'] for p in points] == [1, 2]
+        assert 0 < points[0]['cpu_seconds'] < points[1]['cpu_seconds'] <= record['train_cpu_seconds']
+        assert 5 < points[1]['psnr'] < 60 and 0 < points[1]['ssim'] <= 1
+    assert not osp.isabs(record['options']) and osp.isfile(work / record['options'])
+    assert len(record['commits']) == 1 and len(record['commits'][0].rstrip('+')) == 40
+    opt = yaml.safe_load(open(work / record['options']))
+    assert opt['train']['scheduler'] == {'type': 'MultiStepLR', 'milestones': [3], 'gamma': 1.0}
+    assert opt['val']['val_freq'] == 1 and opt['datasets']['val_2']['name'] == 'Again'
+
+
+def test_validation_sets_and_frequency_stay_out_of_run_names(tmp_path):
+    """The curves' options (--val-freq, the validation sets after the first) do not rename a run, so that earlier
+    records keep matching; the learning-rate schedule does."""
+    def names(*extra):
+        root = tmp_path / str(len(os.listdir(tmp_path)))
+        assert ablation.main(['taylor-vs-softmax', '--iters', '10', '--train-lmdb', 'gt.lmdb', 'lq.lmdb', '--test',
+                              'Set=hr,lr', 'Other=hr2,lr2', '--root', str(root), '--dry-run', '--variants',
+                              'TaylorSwinIR-w8', *extra]) == 0
+        return os.listdir(root / 'ablation' / 'options')
+    plain = names()
+    assert names('--val-freq', '5') == plain
+    assert names('--lr-schedule', 'constant') != plain
+
+
+def test_merge_curves_counts_cpu_time_across_segments():
+    """A run killed and resumed: the second segment's CPU time starts where the first one's last save left it, and
+    an iteration validated twice keeps the later point."""
+    from basicsr_taylor.ablations.runner import merge_curves
+    first = dict(cpu_seconds=100.0, curves={'Set': [dict(iter=10, psnr=30.0, cpu_seconds=50.0),
+                                                    dict(iter=20, psnr=31.0, cpu_seconds=90.0)]})
+    second = dict(cpu_seconds=60.0, curves={'Set': [dict(iter=20, psnr=31.5, cpu_seconds=30.0),
+                                                     dict(iter=30, psnr=32.0, cpu_seconds=55.0)]})
+    curve = merge_curves([first, second])['Set']
+    assert [(p['iter'], p['psnr'], p['cpu_seconds']) for p in curve] == [(10, 30.0, 50.0), (20, 31.5, 130.0),
+                                                                          (30, 32.0, 155.0)]
+
+
 def test_option_files_of_every_experiment(tmp_path, capsys):
     """Dry run of all experiments with two seeds: every option file builds its network; equal LR pixels per step;
     variants with the same options (w24 = order 2 = heads d30 = temperature t1, w48-lr96 = p1-w48 = ...) are one

@@ -93,18 +93,66 @@ def run_child(cmd, log_path, args):
                          f'log: {log_path}')
 
 
+def training_segments(stats_dir):
+    """The stats files of a run's training processes (train_0.json, train_1.json, ...: one per start), in order."""
+    names = [f for f in os.listdir(stats_dir) if f.startswith('train_') and f.endswith('.json') and '.rank' not in f]
+    return [osp.join(stats_dir, f) for f in sorted(names, key=lambda f: int(f[len('train_'):-len('.json')]))]
+
+
+def merge_curves(records):
+    """{dataset: [point, ...]} of the validation points of a run's training segments in order, each point's
+    ``cpu_seconds`` counted from the run's start (the CPU time of the earlier segments added, a killed one's up to
+    its last save); an iteration validated again after a resume keeps its last point."""
+    curves, offset = {}, 0.0
+    for record in records:
+        for dataset, points in record.get('curves', {}).items():
+            merged = curves.setdefault(dataset, {})
+            for point in points:
+                merged[point['iter']] = dict(point, cpu_seconds=point['cpu_seconds'] + offset)
+        offset += record.get('cpu_seconds', 0.0)
+    return {dataset: [points[i] for i in sorted(points)] for dataset, points in curves.items()}
+
+
 def summarise_training(stats_files):
-    """Mean seconds per step over every training segment (warm-up steps of each segment left out)."""
-    steps, peak, kind, wall = [], 0, None, 0.0
+    """Mean seconds per step over every training segment (warm-up steps of each segment left out), the peak
+    memory, the wall and process CPU time of all segments, and the validation curves (when there were any)."""
+    steps, peak, kind, wall, cpu, records = [], 0, None, 0.0, 0.0, []
     for path in stats_files:
         record = load_json(path)
+        records.append(record)
         times = record['step_seconds']
         steps += times[WARMUP_STEPS:] if len(times) > 2 * WARMUP_STEPS else times
         peak = max(peak, record['peak_memory_bytes'])
         kind = record['peak_memory_kind']
         wall += record['wall_seconds']
-    return dict(sec_per_iter=sum(steps) / len(steps) if steps else float('nan'), timed_steps=len(steps),
-                peak_memory_mib=peak / 2**20, peak_memory_kind=kind, train_wall_seconds=wall)
+        cpu += record.get('cpu_seconds', 0.0)
+    summary = dict(sec_per_iter=sum(steps) / len(steps) if steps else float('nan'), timed_steps=len(steps),
+                   peak_memory_mib=peak / 2**20, peak_memory_kind=kind, train_wall_seconds=wall)
+    curves = merge_curves(records)
+    if curves:
+        summary.update(train_cpu_seconds=cpu, segments=len(records), curves=curves)
+    return summary
+
+
+def segment_commits(stats_dir):
+    """The distinct commits the run's training segments ran, in order (runs before this field: [])."""
+    path = osp.join(stats_dir, 'commits')
+    if not osp.isfile(path):
+        return []
+    with open(path) as f:
+        return list(dict.fromkeys(line.split()[1] for line in f if len(line.split()) == 2))
+
+
+def source_commit():
+    """The git commit of the code that runs (REPO's HEAD), with '+' when it has uncommitted changes; None outside
+    a git checkout."""
+    try:
+        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ('+' if dirty.stdout.strip() else '')
 
 
 def load_json(path):
@@ -145,15 +193,17 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
         segment = len([f for f in os.listdir(stats_dir) if f.startswith('train_')])
         say(f'{tag}: training {args.iters} iterations'
             f'{" (resuming)" if segment else ""}, log {log_path}')
+        with open(osp.join(stats_dir, 'commits'), 'a') as f:  # the code each training segment ran
+            f.write(f'{segment} {source_commit()}\n')
         run_child(_worker_cmd('train', train_path, osp.join(stats_dir, f'train_{segment}.json'), args), log_path, args)
         open(done_marker, 'w').close()
     test_path = write_yaml(test_options(opt, name + '_test', osp.abspath(model_path), args.test),
                            osp.join(opt_dir, f'{name}_test.yml'))
     say(f'{tag}: testing on {", ".join(args.test)}')
     run_child(_worker_cmd('test', test_path, osp.join(stats_dir, 'test.json'), args), log_path, args)
-    train_stats = sorted(osp.join(stats_dir, f) for f in os.listdir(stats_dir)
-                         if f.startswith('train_') and '.rank' not in f)
-    record = dict(variant=variant_name, run=name, arch=opt['network_g']['type'], options=train_path,
+    train_stats = training_segments(stats_dir)
+    record = dict(variant=variant_name, run=name, arch=opt['network_g']['type'],
+                  options=osp.relpath(train_path, args.root),  # relative to the root: records move between machines
                   iters=args.iters, seed=opt['manual_seed'], lr_patch=opt['datasets']['train']['gt_size'] // args.scale,
                   batch=opt['datasets']['train']['batch_size_per_gpu'], network=opt['network_g'],
                   params=count_parameters(opt['network_g']), **summarise_training(train_stats),
@@ -161,7 +211,7 @@ def run_variant(experiment, variant_name, variant, base, args, dataroots, seed):
                   threads=args.threads, wall_seconds=time.time() - started,
                   # the machine's 1/5/15-minute load averages: another job on the cores makes s/iter incomparable
                   load_average=dict(start=list(load_start), end=list(os.getloadavg())),
-                  finished=time.strftime('%Y-%m-%d %H:%M:%S'))
+                  finished=time.strftime('%Y-%m-%d %H:%M:%S'), commits=segment_commits(stats_dir))
     write_atomically(record_path, json.dumps(record, indent=1))
     test = ', '.join(f'{d} {m["psnr"]:.2f} dB / {m["ssim"]:.4f}' for d, m in record['test'].items())
     say(f'{tag}: {test}; {record["sec_per_iter"]:.3f} s/iter, '

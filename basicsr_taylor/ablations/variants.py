@@ -70,6 +70,8 @@ def variant_options(base, variant, args, dataroots, seed):
                   ema_decay=ema_decay(args.iters), print_freq=max(1, min(100, args.iters // 10)),
                   checkpoint_freq=max(1, min(args.checkpoint_freq, args.iters)))
     opt = fill(copy.deepcopy(base), values)
+    if getattr(args, 'lr_schedule', 'cosine') == 'constant':  # the learning rate of optim_g throughout
+        opt['train']['scheduler'] = {'type': 'MultiStepLR', 'milestones': [args.iters + 1], 'gamma': 1.0}
     opt['model_type'] = ARCHS[arch]
     network = dict(opt['network_g'])
     network.update(type=arch, upscale=args.scale, img_size=lr_patch, embed_dim=args.embed_dim,
@@ -83,6 +85,11 @@ def variant_options(base, variant, args, dataroots, seed):
     opt['network_g'] = network
     test_sets = list(args.test.items())
     opt['datasets']['val'] = _paired_disk(*test_sets[0])  # validation (once, at the end) on the first test set
+    val_freq = getattr(args, 'val_freq', None)
+    if val_freq:  # validation curves: every val_freq iterations on every test set (val_2, ...: not in the name)
+        opt['val']['val_freq'] = val_freq
+        for i, test_set in enumerate(test_sets[1:], 2):
+            opt['datasets'][f'val_{i}'] = _paired_disk(*test_set)
     return opt
 
 
@@ -97,9 +104,12 @@ def run_name(opt, variant_name, data=None):
     (:func:`data_names`) the data folders enter the hash by name, not by where they lie, so that records copied to
     another root or machine are found; without it, by absolute path (the names of runs made by 0.3.0 and before)."""
     options = {k: v for k, v in opt.items() if k not in ('name', 'logger', 'val')}
+    # the validation sets after the first (val_2, ...) only observe the training: they do not enter the name
+    datasets = {phase: dataset for phase, dataset in opt['datasets'].items() if phase in ('train', 'val')}
+    options['datasets'] = datasets
     if data:
         options['datasets'] = {phase: {k: data(v) if k.startswith('dataroot_') else v for k, v in dataset.items()}
-                               for phase, dataset in opt['datasets'].items()}
+                               for phase, dataset in datasets.items()}
     key = json.dumps(options, sort_keys=True)
     seed = f'_s{opt["manual_seed"]}' if opt['manual_seed'] else ''
     return f'abl_{variant_name}{seed}_{hashlib.sha1(key.encode()).hexdigest()[:8]}'

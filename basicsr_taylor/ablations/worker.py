@@ -6,10 +6,12 @@ Runs :func:`basicsr_taylor.utils.options.run_basicsr_pipeline` unchanged, with t
 
 - ``SRModel.optimize_parameters`` is timed (one training step: forward, loss, backward, optimizer, EMA; data
   loading, validation and checkpoints excluded; CUDA synchronised before the clock stops);
-- ``SRModel._log_validation_metric_values`` records the metrics BasicSR computed, per dataset.
+- ``SRModel._log_validation_metric_values`` records the metrics BasicSR computed, per dataset, and, in training,
+  each validation as a point of the dataset's curve (iteration, metrics, the process's CPU and wall seconds).
 
-On exit it writes STATS.json (rank > 0: STATS.rank<r>.json): step times, metrics, and the peak memory (CUDA:
-``torch.cuda.max_memory_allocated``; CPU: the process's peak resident set size).
+It writes STATS.json (rank > 0: STATS.rank<r>.json), atomically, every SAVE_EVERY steps, after every validation and
+on exit: step times, metrics, curves and the peak memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the
+process's peak resident set size). A process killed mid-run leaves the stats of its last save.
 """
 import json
 import os
@@ -18,12 +20,14 @@ import sys
 import time
 
 import basicsr_taylor  # noqa: E402,F401  (compat fixes and architecture registration)
+from basicsr_taylor.utils.files import write_atomically  # noqa: E402
 from basicsr_taylor.utils.options import run_basicsr_pipeline  # noqa: E402
 
 WARMUP_STEPS = 3  # the first steps of a process (allocations, caches) are not counted in the mean
+SAVE_EVERY = 50  # steps between saves of the stats
 
 
-def _observe(record):
+def _observe(record, save):
     import torch
     from basicsr.models.sr_model import SRModel
 
@@ -36,9 +40,17 @@ def _observe(record):
             torch.cuda.synchronize()
         record['step_seconds'].append(time.perf_counter() - start)
         record['last_iter'] = int(current_iter)
+        if len(record['step_seconds']) % SAVE_EVERY == 0:
+            save()
 
     def logged_metrics(self, current_iter, dataset_name, tb_logger):
-        record['metrics'][dataset_name] = {name: float(value) for name, value in self.metric_results.items()}
+        metrics = {name: float(value) for name, value in self.metric_results.items()}
+        record['metrics'][dataset_name] = metrics
+        if record['kind'] == 'train':
+            record['curves'].setdefault(dataset_name, []).append(
+                dict(iter=int(current_iter), cpu_seconds=time.process_time(),
+                     wall_seconds=time.time() - record['started'], **metrics))
+            save()
         return log_metrics(self, current_iter, dataset_name, tb_logger)
 
     SRModel.optimize_parameters = timed_step
@@ -57,19 +69,22 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     kind, stats_path = argv[0], argv[argv.index('--stats') + 1]
     rest = [a for i, a in enumerate(argv[1:], 1) if a != '--stats' and argv[i - 1] != '--stats']
-    record = {'kind': kind, 'step_seconds': [], 'metrics': {}, 'last_iter': None}
-    _observe(record)
-    start = time.time()
+    rank = int(os.environ.get('RANK', '0'))
+    path = stats_path if rank == 0 else f'{stats_path[:-5]}.rank{rank}.json'
+    record = {'kind': kind, 'step_seconds': [], 'metrics': {}, 'curves': {}, 'last_iter': None,
+              'started': time.time()}
+
+    def save():
+        record['wall_seconds'] = time.time() - record['started']
+        record['cpu_seconds'] = time.process_time()  # this process's CPU time, all its threads
+        record['peak_memory_bytes'], record['peak_memory_kind'] = peak_memory()
+        write_atomically(path, json.dumps(record))
+
+    _observe(record, save)
     try:
         run_basicsr_pipeline(kind, rest)
     finally:
-        record['wall_seconds'] = time.time() - start
-        record['peak_memory_bytes'], record['peak_memory_kind'] = peak_memory()
-        rank = int(os.environ.get('RANK', '0'))
-        path = stats_path if rank == 0 else f'{stats_path[:-5]}.rank{rank}.json'
-        with open(path + '.partial', 'w') as f:
-            json.dump(record, f)
-        os.replace(path + '.partial', path)
+        save()
 
 
 if __name__ == '__main__':
