@@ -67,6 +67,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['basicsr_taylor', 'basicsr_taylor.*']),
+    package_data={'basicsr_taylor.zoo': ['*.pth', '*.json']},  # the bundled models: weights and models.json
     py_modules=['basicsr_taylor_hook'],  # the import hook basicsr_taylor_hook.pth installs (no torch import)
     cmdclass=CMDCLASS,
     python_requires='>=3.9',

@@ -1,6 +1,7 @@
 """Export a trained network to ONNX with dynamic batch, height and width, checked with onnxruntime.
 
     basicsr-taylor-export --model net_g_latest.pth [--opt options/train_x2.yml] --onnx out.onnx
+    basicsr-taylor-export --model zoo:TaylorSwinIR-light-x2 --onnx out.onnx      a bundled model
 
 Uses torch.onnx.export's torch.export-based path (``dynamo=True``); the legacy TorchScript tracer would freeze
 the padding and window counts of the example size. TaylorShift attention is exported in its plain tensor-op
@@ -21,7 +22,8 @@ MIN_OPSET = 18  # torch.onnx's dynamo exporter writes opset 18 or later; its dow
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog='basicsr-taylor-export',
                                      description='Export a BasicSR/TaylorSwinIR checkpoint to ONNX (dynamic H, W).')
-    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
+    parser.add_argument('--model', required=True,
+                        help='checkpoint (.pth; params_ema is used if present), or a bundled model: zoo:NAME or NAME')
     parser.add_argument('--opt', default=None,
                         help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
     parser.add_argument('--onnx', required=True, help='output .onnx file')
@@ -38,9 +40,10 @@ answer_help_early('export', parse_args)  # --help without torch or BasicSR; the 
 import torch  # noqa: E402
 
 import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
+from basicsr_taylor import zoo  # noqa: E402
 from basicsr_taylor.ops.taylor_shift import exportable  # noqa: E402
 from basicsr_taylor.utils.checkpoint import (  # noqa: E402
-    CheckpointError, load_network, network_in_channels, network_scale, network_window_size)
+    CheckpointError, network_in_channels, network_scale, network_window_size)
 from basicsr_taylor.utils.files import atomic_path  # noqa: E402
 
 logger = logging.getLogger('basicsr_taylor.export')
@@ -108,7 +111,7 @@ def main(argv=None):
     logger.setLevel(logging.INFO)
     try:
         check_opset(args.opset)
-        network, network_opt, opt_path = load_network(args.model, args.opt)
+        network, network_opt, opt_path, _ = zoo.load_network(args.model, args.opt)
     except (CheckpointError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

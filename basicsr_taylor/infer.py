@@ -1,7 +1,9 @@
-"""Super-resolve your own images with a trained TaylorSwinIR (or any BasicSR network_g) checkpoint.
+"""Super-resolve your own images with a bundled TaylorSwinIR or a trained (any BasicSR network_g) checkpoint.
 
+    basicsr-taylor-infer -i INPUT -o OUTDIR [--scale 2|3|4]          the bundled model of that scale (default 2)
     basicsr-taylor-infer -i INPUT -o OUTDIR --model net_g_latest.pth [--opt options/train_x2.yml]
                          [--tile 256] [--tile-overlap 32] [--precision fp32|fp16|bf16] [--device auto|cpu|cuda]
+    basicsr-taylor-infer --list-models                              the bundled models (without importing torch)
 
 INPUT is an image file or a folder of them. Outputs keep the input names plus a suffix (``baby.png`` ->
 ``baby_x2.png``). Grayscale, RGBA (alpha upscaled separately), 16-bit (written back 16-bit) and EXIF-rotated
@@ -18,19 +20,46 @@ from basicsr_taylor.utils.cli import answer_help_early
 
 PRECISION_NAMES = ('fp32', 'fp16', 'bf16')  # = utils.precision.PRECISIONS (imported below, with torch)
 ALPHA_UPSAMPLERS = ('bicubic', 'model')
+SCALES = (2, 3, 4)
+DEFAULT_SCALE = 2
+
+
+class ListModels(argparse.Action):
+    """--list-models: print the bundled models and exit (answered while parsing, before torch is imported)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from basicsr_taylor.zoo import registry
+        try:
+            print(registry.format_table(registry.entries()))
+        except registry.ZooError as error:
+            parser.exit(2, f'error: {error}\n')
+        parser.exit()
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog='basicsr-taylor-infer', description='Super-resolve images with a BasicSR/TaylorSwinIR checkpoint.')
+        prog='basicsr-taylor-infer',
+        description='Super-resolve images with a bundled TaylorSwinIR model or a BasicSR checkpoint.')
     parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
     parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
-    parser.add_argument('--model', required=True, help='checkpoint (.pth); params_ema is used if present')
+    parser.add_argument('--model', default=None,
+                        help='a checkpoint (.pth; params_ema is used if present) or a bundled model\'s name '
+                        '(--list-models); default: the bundled model of --scale')
+    parser.add_argument('--scale', type=int, choices=SCALES, default=None,
+                        help=f'without --model: the scale of the bundled model to use (default {DEFAULT_SCALE}); '
+                        'with --model: checked against the model\'s own scale')
+    parser.add_argument('--list-models', action=ListModels,
+                        help='list the bundled models (name, scale, Set5 PSNR, size) and exit')
     parser.add_argument('--opt', default=None,
                         help='option file with network_g (default: the .yml of the experiment the checkpoint is in)')
-    parser.add_argument('--tile', type=int, default=0,
-                        help='tile side in input pixels, 0 = whole image (rounded down to a multiple of window_size; '
-                        'a tile too small to keep the overlap is refused with the size to use)')
+    parser.add_argument('--tile', type=int, default=None,
+                        help='tile side in input pixels, 0 = whole image; default: 256 rounded up to the window for '
+                        'bundled models, 0 for checkpoints. Rounded down to a multiple of window_size; a tile too '
+                        'small for the overlap, or whose tiles start less than half a tile apart, is refused with '
+                        'the size to use')
     parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of neighbouring tiles in input pixels')
     parser.add_argument('--precision', choices=PRECISION_NAMES, default='fp32',
                         help='fp32 (default); fp16 or bf16: autocast with float32 attention sums, for GPUs (on a '
@@ -43,7 +72,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-answer_help_early('infer', parse_args)  # --help without torch or BasicSR; the heavy imports follow
+answer_help_early('infer', parse_args)  # --help, --list-models without torch or BasicSR; the heavy imports follow
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -52,13 +81,15 @@ from tqdm import tqdm  # noqa: E402
 
 import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
 from basicsr.utils import img2tensor, tensor2img  # noqa: E402
+from basicsr_taylor import zoo  # noqa: E402
 from basicsr_taylor.utils import image_io  # noqa: E402
-from basicsr_taylor.utils.checkpoint import (  # noqa: E402
+from basicsr_taylor.utils.checkpoint import (  # noqa: E402,F401  (infer.load_network: a checkpoint's network)
     CheckpointError, load_network, network_in_channels, network_scale, network_window_size)
 from basicsr_taylor.utils.image_io import (  # noqa: E402
     IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float, write_image)
 from basicsr_taylor.utils.precision import PRECISIONS  # noqa: E402  (the names of train:precision too)
-from basicsr_taylor.utils.tiling import check_tile_options, tile_grid, tiled_forward  # noqa: E402
+from basicsr_taylor.utils.tiling import (  # noqa: E402
+    MIN_TILE_STRIDE, check_tile_options, default_tile, tile_grid, tiled_forward)
 
 logger = logging.getLogger('basicsr_taylor.infer')
 
@@ -85,7 +116,7 @@ def check_precision(precision, device):
         raise ValueError('--precision bf16: this GPU does not support bfloat16 (use fp16 or fp32)')
     if precision != 'fp32' and device.type == 'cpu':
         logger.warning('--precision %s on the CPU: half precision is emulated there and several times slower than '
-                       'fp32 (the issue-19 run measured 4-5x for fp16); use fp32 on CPUs', precision)
+                       'fp32 (4-5x measured for fp16); use fp32 on CPUs', precision)
 
 
 def check_output(output, extension):
@@ -180,6 +211,25 @@ def output_path(image_path, output_dir, suffix, extension):
     return osp.join(output_dir, f'{stem}{suffix}{extension}')
 
 
+def load_model(model=None, scale=None, opt_path=None):
+    """The network of --model (a checkpoint or a bundled model's name), else the bundled model of --scale (default
+    2); a --scale that differs from the model's is an error. Returns (network, network options, where it came from,
+    registry entry or None for a checkpoint)."""
+    if model is None:
+        entry = zoo.for_scale(scale or DEFAULT_SCALE)
+        if entry is None:
+            raise zoo.ZooError(f'no bundled model for x{scale or DEFAULT_SCALE} yet; pass --model CHECKPOINT')
+        if opt_path:
+            raise ValueError(f'--opt {opt_path} needs --model (a checkpoint); the bundled models bring their options')
+        model = zoo.PREFIX + entry['name']
+    network, network_opt, source, entry = zoo.load_network(model, opt_path)
+    own_scale = network_scale(network, network_opt)
+    if scale is not None and scale != own_scale:
+        raise ValueError(f'--scale {scale}: --model {model} is a x{own_scale} model (leave --scale out to use its '
+                         'scale, or pass a model of that scale)')
+    return network, network_opt, source, entry
+
+
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s: %(message)s')
@@ -187,10 +237,14 @@ def main(argv=None):
     try:
         check_output(args.output, args.ext)
         device = resolve_device(args.device)
-        network, network_opt, opt_path = load_network(args.model, args.opt)
+        network, network_opt, source, entry = load_model(args.model, args.scale, args.opt)
         scale = network_scale(network, network_opt)
         window = network_window_size(network, network_opt)
-        upscaler = Upscaler(network, scale, device, args.precision, args.tile, args.tile_overlap, progress=True,
+        tile = args.tile
+        if tile is None:  # bundled models tile large inputs by default; checkpoints run whole unless asked
+            tile = default_tile(args.tile_overlap, window) if entry is not None else 0
+        check_tile_options(tile, args.tile_overlap, window, MIN_TILE_STRIDE)
+        upscaler = Upscaler(network, scale, device, args.precision, tile, args.tile_overlap, progress=True,
                             align=window)
         images = list_images(args.input)
     except (CheckpointError, ValueError, FileNotFoundError) as error:
@@ -199,12 +253,16 @@ def main(argv=None):
     if not images:
         print(f'error: no images ({", ".join(IMAGE_EXTENSIONS)}) in {args.input}', file=sys.stderr)
         return 2
-    if args.tile:
-        tile, step = tile_grid(args.tile, args.tile_overlap, window)
-        logger.info('tiles of %d pixels every %d (window %d), neighbours share %d', tile, step, window, tile - step)
+    if entry is not None:
+        print(f'using {source} ({zoo.describe(entry)}; --list-models shows all)')
+    if tile:
+        tile, step = tile_grid(tile, args.tile_overlap, window)
+        default = ' (the default; --tile 0 runs each image whole)' if args.tile is None else ''
+        logger.info('tiles of %d pixels every %d (window %d), neighbours share %d%s', tile, step, window, tile - step,
+                    default)
     in_channels = network_in_channels(network, network_opt)
     suffix = f'_x{scale}' if args.suffix is None else args.suffix
-    logger.info('network_g of %s (x%d) on %s, %s; %d image(s)', opt_path, scale, device, args.precision, len(images))
+    logger.info('network_g of %s (x%d) on %s, %s; %d image(s)', source, scale, device, args.precision, len(images))
     failed = []
     for image_path in tqdm(images, desc='images', unit='img'):
         target = output_path(image_path, args.output, suffix, args.ext)

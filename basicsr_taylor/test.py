@@ -3,7 +3,8 @@
     python basicsr_taylor/test.py -opt options/test_x2.yml
     python -m basicsr_taylor.test -opt ...           basicsr-taylor-test -opt ...
 
-results/ is created under the current directory.
+results/ is created under the current directory. ``path: pretrain_network_g: zoo:NAME`` tests a bundled model
+(``basicsr-taylor-infer --list-models``).
 """
 import os
 import sys

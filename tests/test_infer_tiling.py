@@ -12,7 +12,8 @@ import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
 from basicsr.metrics import calculate_psnr
 from basicsr_taylor import TaylorSwinIR
 from basicsr_taylor.infer import Upscaler
-from basicsr_taylor.utils.tiling import blend_ramp, check_tile_options, tile_grid, tile_spans, tiled_forward
+from basicsr_taylor.utils.tiling import (MIN_TILE_STRIDE, blend_ramp, check_tile_options, default_tile, smallest_tile,
+                                         tile_grid, tile_spans, tiled_forward)
 
 CPU = torch.device('cpu')
 
@@ -161,3 +162,30 @@ def test_every_accepted_tile_and_overlap_is_seamless_on_a_photo(window, size, ti
                     continue
                 assert psnr(tile, overlap) >= 45, (tile, overlap)
         assert refused  # tiles of a single window with an overlap
+
+
+def test_the_commands_refuse_crowded_tiles_and_name_the_smallest_tile_they_accept():
+    """With the commands' MIN_TILE_STRIDE a tile is accepted exactly when it and all larger ones keep the overlap
+    on the window grid and start at least half a tile apart (each pixel computed at most 4 times); every refusal is
+    one line naming the window and the smallest tile accepted (--tile 40 with the default overlap on window 8 would
+    start a tile every 8 pixels: 25 times the work)."""
+    for window in (1, 8, 16, 24, 48):
+        for overlap in (0, 1, 8, 16, 32, 47, 100):
+            accepted, refused = [], []
+            for tile in range(1, 4 * (overlap + window) + 2):
+                try:
+                    check_tile_options(tile, overlap, window, MIN_TILE_STRIDE)
+                except ValueError as err:
+                    message = str(err)
+                    assert '\n' not in message and (window == 1 or f"network's {window}-pixel window" in message)
+                    refused.append((tile, int(re.search(r'use --tile (\d+) or more', message).group(1))))
+                    continue
+                rounded, step = tile_grid(tile, overlap, window)
+                assert 2 * step >= rounded and rounded - step >= overlap, (window, overlap, tile)
+                accepted.append(tile)
+            smallest = min(accepted)
+            assert all(tile < smallest for tile, _ in refused) and all(tile >= smallest for tile in accepted)
+            assert {suggested for _, suggested in refused} <= {smallest} and smallest_tile(
+                overlap, window, MIN_TILE_STRIDE) in range(smallest, smallest + window)
+    assert tile_grid(smallest_tile(32, 8, MIN_TILE_STRIDE), 32, 8) == (64, 32)
+    assert default_tile(32, 8) == 256 and default_tile(32, 24) == 264 and default_tile(200, 8) == 400

@@ -26,16 +26,20 @@ def running_command():
     return None
 
 
-def asks_for_help():
+EARLY_FLAGS = {'infer': ('--list-models', )}  # flags besides --help that a command answers before importing torch
+
+
+def asks_for_help(command=None):
     args = sys.argv[1:]
     args = args[:args.index('--')] if '--' in args else args
-    return any(arg in ('-h', '--help') for arg in args)
+    return any(arg in ('-h', '--help') + EARLY_FLAGS.get(command, ()) for arg in args)
 
 
 def answering_help(module=None):
-    """True when this process is a basicsr-taylor command (``module``, or any) asked for --help."""
+    """True when this process is a basicsr-taylor command (``module``, or any) asked for --help (or another of its
+    EARLY_FLAGS)."""
     command = running_command()
-    return asks_for_help() and command is not None and (module is None or command == module)
+    return asks_for_help(command) and command is not None and (module is None or command == module)
 
 
 def answer_help_early(module, parse_args):

@@ -170,6 +170,18 @@ def check_options(opt):
                 raise OptionError(f'path:pretrain_network_g: {err}') from None
 
 
+def resolve_bundled_model(opt):
+    """``path:pretrain_network_g: zoo:NAME`` -> the weight file of that bundled model, its SHA-256 checked
+    (basicsr_taylor/zoo)."""
+    from ..zoo import ZooError, resolve
+    path = opt.get('path') or {}
+    if isinstance(path.get('pretrain_network_g'), str):
+        try:
+            path['pretrain_network_g'] = resolve(path['pretrain_network_g'], bare_names=False)
+        except ZooError as err:
+            raise OptionError(f'path:pretrain_network_g: {err}') from None
+
+
 def _yaml_error(err):
     mark = getattr(err, 'problem_mark', None)
     where = f'line {mark.line + 1}: ' if mark is not None else ''
@@ -243,6 +255,7 @@ def parse_options(root_path, is_train=True):
         forced = apply_force_yml(opt, args.force_yml)
         opt['auto_resume'], opt['is_train'] = args.auto_resume, is_train
         try:
+            resolve_bundled_model(opt)
             check_options(opt)
         except OptionError as err:
             if getattr(err, 'key', None) in forced:

@@ -12,6 +12,9 @@ same (shifted) windows as the whole image would, and differs from one pass only 
 import torch
 from tqdm import tqdm
 
+DEFAULT_TILE = 256  # input pixels, rounded up to the window grid: the bundled models' default --tile
+MIN_TILE_STRIDE = 0.5  # the commands refuse tiles that start less than half a tile apart (> 4x the work)
+
 
 def tile_grid(tile, overlap, align=1):
     """(tile, step) actually used: ``tile`` rounded down to a multiple of ``align`` (at least ``align``), and the
@@ -19,10 +22,28 @@ def tile_grid(tile, overlap, align=1):
     pixels, at least one whole window when overlap > 0; a tile too small for that is refused (ValueError)."""
     rounded = max(align, tile // align * align)
     if overlap and rounded - overlap < align:
-        need = -(-(overlap + align) // align) * align  # smallest multiple of align >= overlap + align
         raise ValueError(f'--tile {tile} with --tile-overlap {overlap} leaves no overlap: tiles start on the '
-                         f'{align}-pixel window grid, so use --tile {need} or more (or --tile-overlap 0)')
+                         f'{align}-pixel window grid, so use --tile {smallest_tile(overlap, align)} or more '
+                         '(or --tile-overlap 0)')
     return rounded, (rounded - overlap) // align * align if overlap else rounded
+
+
+def smallest_tile(overlap, align=1, min_stride=0.0):
+    """The smallest tile :func:`tile_grid` accepts with ``overlap`` whose tiles start at least ``min_stride`` of a
+    tile apart (each pixel is then computed at most 1 / min_stride² times)."""
+    if not overlap:
+        return align
+    shared = -(-overlap // align) * align  # neighbours share the overlap rounded up to whole windows
+    tile = shared + align
+    while tile - shared < min_stride * tile:
+        tile += align
+    return tile
+
+
+def default_tile(overlap, align=1):
+    """The tile used when none is given: DEFAULT_TILE rounded up to the window grid, or the smallest tile whose
+    stride is at least MIN_TILE_STRIDE of it if that is larger."""
+    return max(-(-DEFAULT_TILE // align) * align, smallest_tile(overlap, align, MIN_TILE_STRIDE))
 
 
 def tile_spans(size, tile, overlap, align=1):
@@ -51,15 +72,25 @@ def blend_ramp(length, ramp, fade_start, fade_end):
     return weights
 
 
-def check_tile_options(tile, overlap, align=1):
+def check_tile_options(tile, overlap, align=1, min_stride=0.0):
+    """ValueError, in one line with the tile to use, for a tile that cannot keep ``overlap`` on the ``align`` grid
+    or whose tiles would start less than ``min_stride`` of a tile apart (the commands use MIN_TILE_STRIDE)."""
     if tile is not None and (not isinstance(tile, int) or tile < 0):
         raise ValueError(f'--tile must be a non-negative number of pixels (0: no tiling), got {tile!r}')
     if not isinstance(overlap, int) or overlap < 0:
         raise ValueError(f'--tile-overlap must be a non-negative number of pixels, got {overlap!r}')
-    if tile and overlap >= tile:
-        raise ValueError(f'--tile-overlap ({overlap}) must be smaller than --tile ({tile})')
-    if tile:
-        tile_grid(tile, overlap, align)
+    if not tile:
+        return
+    need = smallest_tile(overlap, align, min_stride)
+    grid = f' on the network\'s {align}-pixel window grid' if align > 1 else ''
+    if overlap >= tile or (overlap and max(align, tile // align * align) - overlap < align):
+        raise ValueError(f'--tile {tile} is too small for --tile-overlap {overlap}{grid}: use --tile {need} or '
+                         'more (or a smaller --tile-overlap)')
+    rounded, step = tile_grid(tile, overlap, align)
+    if step < min_stride * rounded:
+        raise ValueError(f'--tile {tile} with --tile-overlap {overlap}{grid} starts a tile every {step} pixels, '
+                         f'computing each pixel about {(rounded / step) ** 2:.0f} times: use --tile {need} or more '
+                         '(or a smaller --tile-overlap)')
 
 
 def tiled_forward(forward, image, scale, tile, overlap, align=1, progress=False):
