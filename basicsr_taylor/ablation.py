@@ -14,7 +14,7 @@ For every variant of the named experiments (``options/ablation/experiments.yml``
    PSNR/SSIM, crop = scale) on every ``--test`` set (and the ``--hold-out`` images);
 3. records parameters, seconds per training step, peak memory, jobs and the metrics in a JSON file, written
    atomically when the run is complete; a run with a record is skipped when the command runs again (runs with
-   identical options are shared between experiments), so a grid resumes across sessions.
+   identical options are shared between experiments), so a grid resumes where it stopped.
 
 Runs go seed by seed, ``--jobs`` at a time, after a printed estimate of the grid's time. Then it writes, per
 experiment, ``results.md`` (mean ± std per variant, paired differences to the baseline with 95% t-intervals, every

@@ -45,9 +45,9 @@ answer_help_early('quickstart', parse_args)  # --help without torch or BasicSR; 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from .data import image_key, list_images, prepare_sample_photos  # noqa: E402
+from .data.folders import Progress  # noqa: E402
 from .data.sample_photos import VAL_PHOTOS  # noqa: E402
 from .utils.files import write_atomically  # noqa: E402
 from .utils.image_io import write_image  # noqa: E402
@@ -144,7 +144,8 @@ def write_options(opt, path):
 
 def run_training(opt_path, total_iter, threads, extra_args=()):
     """``python -m basicsr_taylor.train -opt opt_path --auto_resume`` in a child process, with a progress bar
-    over iterations and BasicSR's validation lines shown; its full output is in experiments/<name>/*.log.
+    over iterations and BasicSR's validation lines shown (not on a terminal: BasicSR's iteration and validation
+    lines, no bar); its full output is in experiments/<name>/*.log.
 
     ``threads`` intra-op threads (OMP_NUM_THREADS), waiting passively: on a CPU shared with other jobs,
     spinning OpenMP threads slowed a 2-thread run 5-10x in our measurements."""
@@ -156,15 +157,16 @@ def run_training(opt_path, total_iter, threads, extra_args=()):
     print('$ ' + ' '.join(cmd), flush=True)
     tail = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc, \
-            tqdm(total=total_iter, desc='training', unit='iter') as pbar:
+            Progress(total=total_iter, desc='training', unit='iter') as pbar:
         try:
             for line in proc.stdout:
                 tail = (tail + [line])[-60:]
                 found = re.search(r'\[epoch:\s*\d+, iter:\s*([\d,]+)', line)  # BasicSR's MessageLogger line
                 if found:
                     pbar.update(int(found.group(1).replace(',', '')) - pbar.n)
-                if 'Validation' in line or '# psnr' in line or '# ssim' in line or 'Resuming' in line:
-                    pbar.write(line.rstrip())
+                if (found and pbar.quiet) or any(word in line for word in ('Validation', '# psnr', '# ssim',
+                                                                            'Resuming')):
+                    pbar.log(line.rstrip())
         except BaseException:  # Ctrl-C: stop the training too (run the quickstart again to resume)
             proc.terminate()
             raise

@@ -17,7 +17,7 @@ Suites (all on one device, side by side in one run):
            launch a kernel, benchmarking/kernels.py), TaylorSwinIR-w48 against SwinIR-w8, light net (embed 60,
            depths [2, 2], heads 2) and recipe width (embed 180, depths [6, 6], heads 6), LR 96, x2; TaylorShift's
            blocks as on CUDA (the kernels a GPU launches) and as on the CPU (cache-sized blocks).
-  targets  issue 10's configurations, TaylorSwinIR against BasicSR's SwinIR-w8 at the same width and depth:
+  targets  the target configurations, TaylorSwinIR against BasicSR's SwinIR-w8 at the same width and depth:
            config S (embed 60, depths [2, 2], heads [2, 2], LR 96², batch 1: training step and inference),
            config L (embed 48, depths [4, 4], heads [3, 3], LR 48², batch 4: training step at windows 8 and 24),
            recipe size (embed 180, 6x6, training step at LR 48² batch 4, inference at LR 96²), and the op alone

@@ -165,7 +165,8 @@ def test_recipes_mirror_real_esrgan_and_pass_the_checks(workdir):
     for opt in (net, gan):
         assert opt['network_g']['type'] == 'TaylorSwinIR' and opt['network_g']['window_size'] == 48
         assert opt['network_g']['upsampler'] == 'nearest+conv' and opt['scale'] == 4
-        assert opt['gt_size'] == opt['datasets']['train']['gt_size'] == 384 and 384 // 4 == 2 * 48
+        assert opt['gt_size'] == opt['datasets']['train']['gt_size'] == 384
+        assert opt['gt_size'] // opt['scale'] == 2 * opt['network_g']['window_size']  # LR patch: 2x2 windows
         assert opt['queue_size'] % opt['datasets']['train']['batch_size_per_gpu'] == 0
         assert opt['resize_prob'] == [0.2, 0.7, 0.1] and opt['jpeg_range2'] == [30, 95]
     assert net['model_type'] == 'RealESRNetModel' and gan['model_type'] == 'RealESRGANModel'

@@ -2,6 +2,7 @@
 checkpoints -> a run killed mid-way and continued with --auto_resume -> the test pipeline; 2-process gloo
 torchrun; resume-state loading; bad option files."""
 import glob
+import io
 import math
 import os
 import os.path as osp
@@ -81,24 +82,24 @@ def read_logs(root, name, kind='train'):
     return ''.join(open(p).read() for p in sorted(glob.glob(str(root / 'experiments' / name / f'{kind}_*.log'))))
 
 
-def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
+def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch, capsys):
     root, name = workdir, 'e2e_tiny'
     opt = tiny_options(root, name, total_iter=60, checkpoint_every=4)
     opt_path = write_options(opt, str(root / 'e2e.yml'))
 
-    # 1. train as a script (sys.path[0] = basicsr_taylor/) and kill it once a checkpoint has been written
+    # 1. train as a script (sys.path[0] = basicsr_taylor/) and kill it once it has logged an iteration past its
+    # second checkpoint (BasicSR logs each iteration after the checkpoints of that iteration)
     proc = subprocess.Popen(train_cmd(opt_path), cwd=root, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        while not states(root, name) and proc.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        while not re.search(r'iter:\s+9, lr', read_logs(root, name)) and proc.poll() is None:
+            time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, err[-3000:]
+    assert proc.returncode == -signal.SIGKILL, err[-3000:]  # killed, not finished or failed
     saved = states(root, name)
-    assert saved and max(saved) < 60
+    assert saved[:2] == [4, 8] and max(saved) < 60
     assert not osp.exists(root / 'experiments' / name / 'models' / 'net_g_latest.pth')  # really killed mid-run
     # checkpoints are written under a temporary name and renamed: whatever bears a final name is complete
     for path in glob.glob(str(root / 'experiments' / name / '*' / '*.state')) + \
@@ -109,7 +110,11 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
     # the newest readable state
     monkeypatch.chdir(root)
     monkeypatch.setenv('PYTHONPATH', ENV['PYTHONPATH'])
+    capsys.readouterr()
     quickstart.run_training(opt_path, 60, threads=1)
+    printed = capsys.readouterr()  # not a terminal: no bar, BasicSR's lines and one line at the end
+    assert '\r' not in printed.out + printed.err and re.search(r'\[epoch:\s*\d+, iter:\s+60, lr', printed.out)
+    assert 'Validation SamplePhotosVal' in printed.out and re.search(r'\ntraining: 60/60 iters in \d+', printed.out)
     log = read_logs(root, name)
     resumed = int(re.search(r'Resuming training from epoch: \d+, iter: (\d+)\.', log).group(1))
     assert resumed in saved and resumed >= max(saved) - 4
@@ -160,6 +165,32 @@ def test_kill_auto_resume_then_test_pipeline(workdir, monkeypatch):
         assert (panel[band:] == crop).all(), method
         assert (panel[:band] < 128).any()  # a label is drawn
     assert (images['ground truth'] == gt).all() and (images['TaylorSwinIR'] == sr).all()
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch, capsys):
+    """Data preparation draws tqdm bars on a terminal only; in a log file their redraws garbled the lines around
+    them: there, one line per stage."""
+    hr = tmp_path / 'hr'
+    os.makedirs(hr)
+    for name in ('astronaut', 'camera'):
+        cv2.imwrite(str(hr / f'{name}.png'), sample_photo(name)[:48, :48])
+    data.make_bicubic_lr(str(hr), str(tmp_path / 'lr'), 2)
+    data.make_lmdb(str(tmp_path / 'lr'), str(tmp_path / 'lr.lmdb'))  # BasicSR's writer, with its bar replaced
+    printed = capsys.readouterr()
+    assert printed.err == '' and '\r' not in printed.out
+    assert re.match(r'bicubic x2: 2/2 images in \d+\.\d s\n', printed.out)
+    assert re.search(r'\nLMDB lr.lmdb: 2/2 images in \d+\.\d s\n', printed.out)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, 'stderr', Terminal())
+    data.make_bicubic_lr(str(hr), str(tmp_path / 'lr2'), 2)
+    data.make_lmdb(str(tmp_path / 'lr2'), str(tmp_path / 'lr2.lmdb'))
+    assert 'images in' not in capsys.readouterr().out
+    bars = sys.stderr.getvalue()
+    assert '\rbicubic x2: 100%' in bars and '\rLMDB lr2.lmdb: 100%' in bars and 'Write ' not in bars
 
 
 def test_mixed_precision_training_through_the_command(workdir):

@@ -3,16 +3,23 @@ import os
 import os.path as osp
 import shutil
 
-from tqdm import tqdm
-
-from .folders import DataPreparationError
+from .folders import DataPreparationError, Progress
 
 
-class _OneDescriptionBar(tqdm):
+class _OneDescriptionBar(Progress):
     """BasicSR's LMDB writer renames its bar for every image (``Write <key>``): most of a quickstart log."""
 
     def set_description(self, desc=None, refresh=True):
         pass
+
+
+def _bars(image_dir, lmdb_path):
+    """The bars of BasicSR's writer: ``tqdm(total=n, unit='image')`` reading in parallel, ``unit='chunk'`` writing
+    (one image each), named after the folder read and the LMDB written."""
+    def bar(total=None, unit='it', **kwargs):
+        desc = f'reading {osp.basename(image_dir)}' if unit == 'image' else f'LMDB {osp.basename(lmdb_path)}'
+        return _OneDescriptionBar(total=total, desc=desc, unit='image', **kwargs)
+    return bar
 
 
 def lmdb_is_complete(lmdb_path, image_dir):
@@ -38,7 +45,7 @@ def make_lmdb(image_dir, lmdb_path, workers=1, overwrite=False):
     data_bytes = sum(osp.getsize(osp.join(image_dir, f)) for f in names)
     tmp_path = lmdb_path[:-len('.lmdb')] + '.partial.lmdb'
     shutil.rmtree(tmp_path, ignore_errors=True)
-    bar, lmdb_util.tqdm = lmdb_util.tqdm, _OneDescriptionBar
+    bar, lmdb_util.tqdm = lmdb_util.tqdm, _bars(image_dir, lmdb_path)
     try:
         lmdb_util.make_lmdb_from_imgs(image_dir, tmp_path, names, [osp.splitext(f)[0] for f in names],
                                       multiprocessing_read=workers > 1, n_thread=max(workers, 1),

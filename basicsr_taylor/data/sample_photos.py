@@ -3,10 +3,8 @@ import os.path as osp
 
 import cv2
 import numpy as np
-from tqdm import tqdm
-
 from .bicubic import make_bicubic_lr
-from .folders import build_dir_atomically
+from .folders import Progress, build_dir_atomically
 from .prepare import prepare
 
 # Held out for validation, as (name, top, left, height, width) HR crops: a cat's face, a cup and plate, a rocket
@@ -33,7 +31,7 @@ def write_photos(folder, photos):
     the folder is already complete)."""
 
     def build(tmp):
-        for photo in tqdm(photos, desc=f'photos -> {folder}', unit='image'):
+        for photo in Progress(photos, desc=f'photos -> {folder}', unit='image'):
             name, *box = (photo, ) if isinstance(photo, str) else photo
             img = sample_photo(name)
             if box:

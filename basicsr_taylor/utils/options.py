@@ -23,11 +23,44 @@ from .real_esrgan_options import check_real_esrgan, check_real_esrgan_dataset
 
 __all__ = ['OptionError', 'check_options', 'parse_options', 'read_option_file', 'run_basicsr_pipeline']
 
+# the data roots each real-world dataset reads (real_esrgan_options checks the rest)
+REAL_ESRGAN_ROOTS = {'RealESRGANDataset': ('gt', ), 'RealESRGANPairedDataset': ('gt', 'lq'),
+                     'SingleImageDataset': ('lq', )}
 PLUGIN_OPTION_KEYS = precision.OPTION_KEYS  # keys the plugin reads beyond BasicSR's own ('train:precision', ...)
 
 
 def _check_registered(registry, name, key):
     _registered(registry, name, key)
+
+
+def _not_found(key, path, what='not found'):
+    """OptionError for a path that does not exist; a relative one names the current directory it was looked up
+    from (as in BasicSR) and keeps the path for parse_options, which knows the option file."""
+    if osp.isabs(osp.expanduser(path)):
+        return OptionError(f'{key}: {what}: {path}')
+    err = OptionError(f'{key}: {what}: {path} (relative paths are relative to the current directory, {os.getcwd()}, '
+                      'as in BasicSR)')
+    err.relative_path = path
+    return err
+
+
+def _exists_from_option_file(err, opt_path):
+    """``err`` with, for a relative path that is missing from the current directory, the option file's folder (or
+    the nearest folder above it) where it exists."""
+    path = getattr(err, 'relative_path', None)
+    start = folder = osp.dirname(osp.abspath(opt_path))
+    while path:
+        if osp.exists(osp.join(folder, path)):
+            where = "the option file's folder" if folder == start else 'above the option file'
+            found = OptionError(f'{err}; it exists relative to {folder} ({where}): run from {folder} or use an '
+                                'absolute path')
+            if hasattr(err, 'key'):
+                found.key = err.key
+            return found
+        if osp.dirname(folder) == folder:
+            break
+        folder = osp.dirname(folder)
+    return err
 
 
 def _image_sizes(root, io_backend, key, first_only=False):
@@ -64,7 +97,11 @@ def check_dataset(phase, dataset, scale):
     from basicsr.utils.registry import DATASET_REGISTRY
     prefix = f'datasets:{phase}'
     _check_registered(DATASET_REGISTRY, dataset.get('type'), f'{prefix}:type')
-    if dataset['type'] in ('RealESRGANDataset', 'RealESRGANPairedDataset', 'SingleImageDataset'):
+    if dataset['type'] in REAL_ESRGAN_ROOTS:
+        for which in REAL_ESRGAN_ROOTS[dataset['type']]:
+            root = dataset.get(f'dataroot_{which}')
+            if isinstance(root, str) and not osp.exists(osp.expanduser(root)):
+                raise _not_found(f'{prefix}:dataroot_{which}', root)
         return check_real_esrgan_dataset(phase, dataset)
     if dataset['type'] != 'PairedImageDataset':
         return
@@ -78,9 +115,9 @@ def check_dataset(phase, dataset, scale):
         root = dataset.get(f'dataroot_{which}')
         if not root:
             raise OptionError(f'{key} is missing')
-        if not osp.exists(root):
-            raise OptionError(f'{key}: not found: {root}')
-        sizes[which] = _image_sizes(root, backend, key, first_only=not (gt_size and which == 'gt'))
+        if not osp.exists(osp.expanduser(root)):  # BasicSR expands ~ in dataroot_gt/lq
+            raise _not_found(key, root)
+        sizes[which] = _image_sizes(osp.expanduser(root), backend, key, first_only=not (gt_size and which == 'gt'))
     (_, gt_h, gt_w), (_, lq_h, lq_w) = sizes['gt'][0], sizes['lq'][0]
     if scale and not all(0 <= g - q * scale < scale for g, q in ((gt_h, lq_h), (gt_w, lq_w))):
         raise OptionError(
@@ -160,8 +197,9 @@ def check_options(opt):
     path = opt.get('path') or {}
     pretrain_path = path.get('pretrain_network_g')
     if pretrain_path and not opt.get('auto_resume'):
-        if not osp.isfile(pretrain_path):
-            raise OptionError(f'path:pretrain_network_g: file not found: {pretrain_path}')
+        if not osp.isfile(osp.expanduser(pretrain_path)):  # BasicSR expands ~ here too
+            raise _not_found('path:pretrain_network_g', pretrain_path, 'file not found')
+        pretrain_path = osp.expanduser(pretrain_path)
         if path.get('strict_load_g', True):  # BasicSR's strict load failed with a traceback of every key
             from .checkpoint import CheckpointError, check_fits, load_state_dict
             try:
@@ -258,9 +296,10 @@ def parse_options(root_path, is_train=True):
             resolve_bundled_model(opt)
             check_options(opt)
         except OptionError as err:
+            err = _exists_from_option_file(err, args.opt)
             if getattr(err, 'key', None) in forced:
                 raise OptionError(f'--force_yml {forced[err.key]}: {err}') from None
-            raise
+            raise err
     except OptionError as err:
         raise OptionError(f'{args.opt}: {err}') from None
     perceptual = (opt.get('train') or {}).get('perceptual_opt') if is_train else None
