@@ -2,10 +2,23 @@
 
 basicsr 1.4.2 only imports on today's torchvision after basicsr_taylor's compat fixes: load them first.
 """
+import importlib
+import os
+import sys
+
 import pytest
 import torch
 
 import basicsr_taylor  # noqa: F401
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts')
+
+
+def benchmarking(name):
+    """The module scripts/benchmarking/<name>.py (the benchmark script's measuring code, reused by tests)."""
+    if SCRIPTS not in sys.path:
+        sys.path.insert(0, SCRIPTS)
+    return importlib.import_module(f'benchmarking.{name}')
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The launch-light efficient form: a fixed number of kernels per attention call, no host sync in the network,
 nothing kept for backward in inference, no atomics, half precision, torch.compile without graph breaks, and the
 small contracts of the public function (temperature shape, N = 0, double backward)."""
-import importlib.util
 import os
 
 import pytest
@@ -9,20 +8,12 @@ import torch
 
 from basicsr_taylor import TaylorSwinIR, taylor_shift_attention
 from basicsr_taylor.archs.shifted_windows import shifted_window_chunks
-from basicsr_taylor.ops.taylor_shift import blocks
+from conftest import benchmarking
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _kernels_module():
-    spec = importlib.util.spec_from_file_location('kernels', os.path.join(ROOT, 'scripts', 'benchmarking',
-                                                                          'kernels.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kernels = _kernels_module()
+kernels = benchmarking('kernels')
 
 
 def tiny_net(**kwargs):
@@ -66,10 +57,13 @@ def test_no_atomics_in_the_forward_and_backward_pass(one_thread):
                         'aten::index_put_', 'aten::_index_put_impl_', 'aten::put_'}, names
 
 
-@pytest.mark.parametrize('form', ['efficient', 'direct', 'auto'])
-def test_taylor_swinir_never_syncs_with_the_host(monkeypatch, one_thread, form):
+@pytest.mark.parametrize('form, options', [('efficient', {}), ('direct', {}), ('auto', {}),
+                                           ('efficient', dict(taylor_order=1)),
+                                           ('efficient', dict(window_size=23))],
+                         ids=['efficient', 'direct', 'auto', 'efficient order 1', 'efficient odd window'])
+def test_taylor_swinir_never_syncs_with_the_host(monkeypatch, one_thread, form, options):
     """Forward and backward read no tensor value on the host (.item(), int(t), .tolist(), .cpu(), .numpy(), bool)."""
-    net = tiny_net(attn_form=form)
+    net = tiny_net(attn_form=form, **options)
     x = torch.rand(2, 3, 40, 56)
 
     def refuse(name):

@@ -14,9 +14,8 @@ import torch
 from basicsr_taylor import taylor_shift_attention
 from basicsr_taylor.ops.taylor_shift import FORMS
 from basicsr_taylor.archs.shifted_windows import shifted_region_ids
-from basicsr_taylor.ops.taylor_shift import blocks, taylor_feature_dim
+from basicsr_taylor.ops.taylor_shift import blocks
 from basicsr_taylor.ops.taylor_shift import regions as regions_module
-from basicsr_taylor.ops.taylor_shift.features import QuadraticFeatures
 from basicsr_taylor.ops.taylor_shift.regions import sorted_region_chunks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +33,7 @@ def small_blocks(monkeypatch, request):
 
 
 def test_small_blocks_split_rows(small_blocks):
-    per_block = blocks.rows_per_block(18, 36, 5, 5, 8, torch.device('cpu'), backward=True)
+    per_block = blocks.rows_per_block(18, 36, 5, 5, 8, blocks.block_bytes(torch.device('cpu')), backward=True)
     assert per_block == (1 if small_blocks == 'row blocks' else 18)
 
 
@@ -164,32 +163,28 @@ def test_chunk_size_divides_equal_regions_when_it_can():
     assert choose_chunk(1, 5) == 5  # never more than N
 
 
-def test_rows_per_block_fits_an_absolute_budget_and_takes_every_row_when_they_fit():
-    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+def test_rows_per_block_fits_the_budget_in_balanced_blocks():
     per_token = blocks.temporaries_per_token(30, 30, backward=True) * 4
-    rows = blocks.rows_per_block(64 * 6 * 4, 576, 30, 30, 4, cuda, backward=True)  # 64 windows x 6 heads x 4 chunks
-    assert 1 <= rows < 64 * 6 * 4 and rows * 576 * per_token <= blocks.BLOCK_BYTES['cuda']
-    assert blocks.rows_per_block(4 * 2 * 4, 576, 30, 30, 4, cuda, backward=True) == 32  # the light net: one block
-    assert blocks.rows_per_block(32, 576, 30, 30, 4, cpu, backward=False) < 32  # the CPU: cache-sized blocks
-    assert blocks.rows_per_block(3, 10**9, 30, 30, 4, cuda, backward=False) == 1  # at least one
-    assert blocks.row_blocks(5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
-    with blocks.budget('cpu', blocks.BLOCK_BYTES['cuda']):
-        assert blocks.rows_per_block(32, 576, 30, 30, 4, cpu, backward=True) == 32
+    limit = 64 * 2**20
+    rows = blocks.rows_per_block(64 * 6 * 4, 576, 30, 30, 4, limit, backward=True)  # 64 windows x 6 heads x 4 chunks
+    assert 1 <= rows < 64 * 6 * 4 and rows * 576 * per_token <= limit < (rows + 1) * 576 * per_token
+    assert blocks.rows_per_block(3, 10**9, 30, 30, 4, limit, backward=False) == 1  # at least one
+    assert blocks.rows_per_block(32, 576, 30, 30, 4, 10**12, backward=True) == 32  # all of them when they fit
+    assert blocks.row_blocks(5, 2) == [slice(0, 1), slice(1, 3), slice(3, 5)]  # 3 blocks of 1-2 rows, not 2 + 2 + 1
+    assert blocks.row_blocks(4, 4) == [slice(0, 4)]
 
 
-@pytest.mark.parametrize('d', [1, 2, 7, 30])
-def test_quadratic_features_reproduce_the_polynomial_and_their_gradient(d):
-    gen = torch.Generator().manual_seed(d)
-    psi = QuadraticFeatures(d, torch.device('cpu'))
-    x, y = (torch.randn(3, d, 11, generator=gen, dtype=torch.float64) for _ in range(2))  # tokens last
-    fx, fy = psi(x), psi(y)
-    assert fx.shape == (3, taylor_feature_dim(d), 11)
-    s = (x * y).sum(-2)
-    torch.testing.assert_close((fx * fy).sum(-2), 1 + s + s * s / 2, rtol=0, atol=1e-12)  # ψ(x)·ψ(y) = p(x·y)
-    x_var = x.clone().requires_grad_()
-    grad = torch.randn(fx.shape, generator=gen, dtype=torch.float64)
-    (expected, ) = torch.autograd.grad(psi(x_var), x_var, grad)
-    torch.testing.assert_close(psi.vjp(x, grad), expected, rtol=0, atol=1e-12)
+def test_block_budget_per_plan_device_and_network():
+    cpu = torch.device('cpu')
+    assert blocks.block_bytes(cpu) == blocks.BLOCK_BYTES['cpu']  # cache-sized (BASICSR_TAYLOR_CPU_BLOCK_MB)
+    assert blocks.cuda_budget(80 * 10**9) == 80 * 10**9 // 512  # a share of the card ...
+    assert blocks.cuda_budget(12 * 10**9) == blocks.CUDA_MIN_BYTES  # ... bounded: a 12 GB card gets 32 MiB
+    assert blocks.cuda_budget(10**12) == blocks.CUDA_MAX_BYTES
+    with blocks.cuda_plan():  # the CPU takes CUDA's choices: a nominal 80 GB device's budget, CUDA's thresholds
+        assert blocks.plan_of('cpu') == 'cuda' and blocks.block_bytes(cpu) == blocks.cuda_budget(80 * 10**9)
+        with blocks.block_budget(8 * 2**20):  # a network's attn_block_mb wins over the plan
+            assert blocks.block_bytes(cpu) == 8 * 2**20
+    assert blocks.plan_of('cpu') == 'cpu' and blocks.block_bytes(cpu) == blocks.BLOCK_BYTES['cpu']
 
 
 def cpu_peak_bytes(fn):
@@ -254,7 +249,7 @@ def test_a_smaller_block_budget_lowers_the_peak_and_changes_nothing_else(monkeyp
     q, k, v = (torch.randn(8, 2, 576, 16, generator=gen).requires_grad_() for _ in range(3))
     grad = torch.randn(8, 2, 576, 16, generator=gen)
     results = {}
-    for budget in (blocks.BLOCK_BYTES['cuda'], 1):  # every chunk row in one block (CUDA's plan), then one per block
+    for budget in (2**40, 1):  # every chunk row in one block, then one per block
         monkeypatch.setitem(blocks.BLOCK_BYTES, 'cpu', budget)
         for t in (q, k, v):
             t.grad = None
@@ -279,6 +274,9 @@ shifted = (2 * rows[:, None] + rows[None, :]).flatten().view(1, 1, 64)  # an 8x8
 # counted them, and region 1 between, into region 0: error 1.4)
 uneven = torch.stack([torch.randint(0, 2, (45, ), generator=gen), torch.randint(0, 4, (45, ), generator=gen)])
 uneven = uneven.view(2, 1, 45)
+from basicsr_taylor.archs.shifted_windows import padded_window_layout, shifted_window_chunks
+two_windows = shifted_window_chunks(8, 16, 8, 4, 'cpu')  # the network's layout: 2 windows x 4 chunks of 16 tokens
+odd_windows = padded_window_layout(14, 14, 7, 3, 'cpu').chunks  # 4 windows of 49 tokens padded to 4 x 16 slots
 CASES = [  # name, q/k shape, dv, regions, dtype, temperature, v needs grad
     ('plain N=40 d=5 dv=7', (2, 2, 40, 5), 7, None, torch.float32, True, True),
     ('random regions, ids shared by heads', (2, 2, 45, 6), 6, torch.randint(0, 3, (2, 1, 45), generator=gen) * 7 - 5,
@@ -290,6 +288,8 @@ CASES = [  # name, q/k shape, dv, regions, dtype, temperature, v needs grad
     ('bfloat16 with regions', (2, 2, 40, 5), 7, torch.randint(0, 3, (2, 1, 40), generator=gen), torch.bfloat16,
      True, True),
     ('float16', (1, 2, 40, 5), 7, None, torch.float16, True, True),
+    ('RegionChunks, 2 images x 2 windows x 3 heads', (4, 3, 64, 6), 6, two_windows, torch.float32, True, True),
+    ('padded odd windows, 2 images x 4 windows x 2 heads', (8, 2, 64, 6), 6, odd_windows, torch.float32, True, True),
 ]
 report = {}
 for name, shape, dv, regions, dtype, with_tau, v_grad in CASES:
@@ -317,15 +317,16 @@ print(json.dumps(report))
 
 def test_triton_kernels_match_direct_in_the_interpreter():
     """Forward and backward kernels against the float64 direct form: q, k, v and temperature gradients; regions
-    (rows with different region counts, per-head ids, a shifted window); N not a multiple of the block, d not a
-    power of 2, dv != d; half inputs read as they are (output and gradients in their dtype, finite, close)."""
+    (rows with different region counts, per-head ids, a shifted window, the network's RegionChunks over several
+    images, windows and heads, padded odd windows); N not a multiple of the block, d not a power of 2, dv != d;
+    half inputs read as they are (output and gradients in their dtype, finite, close)."""
     env = dict(os.environ, TRITON_INTERPRET='1', OMP_NUM_THREADS='1',
                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     result = subprocess.run([sys.executable, '-c', TRITON_CHECK], env=env, capture_output=True, text=True,
                             timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(report) == 7
+    assert len(report) == 9
     for name, r in report.items():
         assert r['finite'], name
         if r['dtype'] == 'torch.float32':

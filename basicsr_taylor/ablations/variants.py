@@ -16,7 +16,8 @@ TEMPLATES = osp.join(REPO, 'options', 'ablation')
 ARCHS = {'SwinIR': 'SwinIRModel', 'TaylorSwinIR': 'SRModel'}
 # TaylorSwinIR options at their defaults are left out of the option file, so that a run's name (a hash of its
 # options) does not change when an option is added: list every new TaylorSwinIR option here with its default.
-TAYLOR_DEFAULTS = {'taylor_order': 2, 'temperature_init': 1.0, 'patch_size': 1, 'temperature_param': 'linear'}
+TAYLOR_DEFAULTS = {'taylor_order': 2, 'temperature_init': 1.0, 'patch_size': 1, 'temperature_param': 'linear',
+                   'attn_block_mb': None}
 
 
 class AblationError(ValueError):

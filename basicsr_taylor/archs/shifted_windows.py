@@ -5,7 +5,8 @@ import math
 import torch
 from basicsr.archs.swinir_arch import window_partition
 
-from ..ops.taylor_shift.regions import RegionChunks
+from ..ops.taylor_shift.regions import RegionChunks, permute_rows
+from ..utils.tracing import cache_unless_tracing
 
 
 def chunk_side(window_size, shift_size):
@@ -30,6 +31,20 @@ def reverse_windows(windows, window_size, side, height, width):
     return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, height, width, c)
 
 
+def needs_padding(window_size, shift_size):
+    """True when a shifted window's regions are not unions of (window - shift)² squares (gcd(window - shift, shift)
+    < window - shift, e.g. every odd window): such windows take :func:`padded_window_layout`."""
+    return bool(shift_size) and chunk_side(window_size, shift_size) < max(window_size - shift_size, shift_size)
+
+
+def shifted_window_layout(height, width, window_size, shift_size, device):
+    """The layout of the shifted blocks: :func:`shifted_window_chunks` (a :class:`RegionChunks`), or for windows
+    that need padding (:func:`needs_padding`) a :class:`PaddedWindows`."""
+    if needs_padding(window_size, shift_size):
+        return padded_window_layout(height, width, window_size, shift_size, device)
+    return shifted_window_chunks(height, width, window_size, shift_size, device)
+
+
 def shifted_window_chunks(height, width, window_size, shift_size, device):
     """The region layout (a :class:`RegionChunks`) of a (H, W) map rolled by -shift_size, partitioned by
     :func:`partition_windows`: built from the sizes alone (no host sync), once per forward, shared by every shifted
@@ -38,6 +53,74 @@ def shifted_window_chunks(height, width, window_size, shift_size, device):
     ids = shifted_region_ids(height // side, width // side, shift_size // side, device)[None, :, :, None]
     cells = window_size // side
     return RegionChunks(window_partition(ids, cells).reshape(-1, cells * cells), side * side)
+
+
+class PaddedWindows:
+    """Windows (raster order, :func:`partition_windows` with side 1) gathered region by region into C chunks of
+    ``chunk`` slots each, every region padded to whole chunks (padding slots repeat a token of the window and weigh
+    0 as keys). ``gather`` (B·nW, N, f) -> (B·nW, L, f) before the attention, ``scatter`` back after it; ``chunks``:
+    the :class:`RegionChunks` (with key weights and the real token count) the attention takes."""
+
+    def __init__(self, chunks, source, slot):
+        self.chunks, self.source, self.slot = chunks, source, slot
+
+    def _rows(self, index, batch):
+        return index if batch == index.shape[0] else index.repeat(batch // index.shape[0], 1)
+
+    def gather(self, windows):
+        b = windows.shape[0]
+        return permute_rows(windows, self._rows(self.source, b), self._rows(self.slot, b))
+
+    def scatter(self, windows):
+        b = windows.shape[0]
+        weight = self.chunks.key_weights(b, 2)
+        return permute_rows(windows, self._rows(self.slot, b), self._rows(self.source, b), weight)
+
+
+@cache_unless_tracing(maxsize=16)
+def _window_type_layouts(window_size, shift_size, device):
+    """(source (4, L), slot (4, N), key weight (4, L), chunk regions (4, C), chunk) of the four kinds of window of a
+    map rolled by -shift (2·[last row of windows] + [last column]): tokens sorted by region (ids as
+    :func:`shifted_region_ids`), each region padded to whole chunks of max(window - shift, shift)² slots."""
+    n = window_size
+    chunk = max(n - shift_size, shift_size) ** 2
+    num_chunks = max(4, -(-n * n // chunk))
+    length = num_chunks * chunk
+    sources, slots, weights, regions = [], [], [], []
+    for kind in range(4):
+        rows = [2 * int(kind >= 2 and r >= n - shift_size) for r in range(n)]
+        cols = [int(kind % 2 == 1 and c >= n - shift_size) for c in range(n)]
+        ids = [rows[r] + cols[c] for r in range(n) for c in range(n)]
+        source, slot, weight, chunk_ids = [], [0] * (n * n), [], []
+        for region in sorted(set(ids)):
+            tokens = [t for t, i in enumerate(ids) if i == region]
+            padded = -(-len(tokens) // chunk) * chunk
+            for j in range(padded):
+                if j < len(tokens):
+                    slot[tokens[j]] = len(source)
+                source.append(tokens[j] if j < len(tokens) else tokens[0])
+                weight.append(1.0 if j < len(tokens) else 0.0)
+            chunk_ids += [region] * (padded // chunk)
+        pad = length - len(source)  # whole chunks of padding at the end: a region of their own (weight 1, so
+        source, weight, chunk_ids = source + [0] * pad, weight + [1.0] * pad, chunk_ids + [4] * (pad // chunk)
+        sources.append(source), slots.append(slot), weights.append(weight), regions.append(chunk_ids)
+    # that their own queries have keys: no real token sees them)
+    as_tensor = lambda x, dtype: torch.tensor(x, dtype=dtype, device=device)  # noqa: E731
+    return (as_tensor(sources, torch.long), as_tensor(slots, torch.long), as_tensor(weights, torch.float32),
+            as_tensor(regions, torch.long), chunk)
+
+
+def padded_window_layout(height, width, window_size, shift_size, device):
+    """The :class:`PaddedWindows` of a (H, W) map rolled by -shift_size: every window in 4 chunks of
+    max(window - shift, shift)² slots (an odd window pads to its even neighbour's size, e.g. 23² -> 4·12²), built
+    from the sizes (the four kinds of window cached per window and shift), once per forward."""
+    source, slot, weight, regions, chunk = _window_type_layouts(window_size, shift_size, torch.device(device))
+    rows, cols = height // window_size, width // window_size
+    last_row = (torch.arange(rows, device=device) == rows - 1).long()
+    last_col = (torch.arange(cols, device=device) == cols - 1).long()
+    kind = (2 * last_row[:, None] + last_col[None, :]).flatten()  # (nW,) in window_partition's order
+    chunks = RegionChunks(regions[kind], chunk, key_weight=weight[kind], real_tokens=window_size * window_size)
+    return PaddedWindows(chunks, source[kind], slot[kind])
 
 
 def shifted_window_regions(height, width, window_size, shift_size, device):

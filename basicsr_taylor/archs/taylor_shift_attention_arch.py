@@ -1,14 +1,24 @@
 """TaylorShiftAttention: multi-head self-attention on (B, N, C) tokens with TaylorShift in place of softmax."""
+import contextlib
 import math
 
 import torch
 from torch import nn
 
 from ..ops.taylor_shift import DEFAULT_ORDER, FORMS, check_order, taylor_shift_attention
+from ..ops.taylor_shift.blocks import block_budget
 from ..utils.registry import register_arch
 
 TEMPERATURE_PARAMS = ('linear', 'log')
 LOG_TEMPERATURE_RANGE = (1e-2, 1e2)  # τ of temperature_param 'log' (Swin V2 clamps its logit scale at 100)
+
+
+def check_block_mb(block_mb):
+    """ValueError unless ``block_mb`` is None or a positive finite number of MiB."""
+    if block_mb is not None and (isinstance(block_mb, bool) or not isinstance(block_mb, (int, float))
+                                 or not 0 < block_mb < float('inf')):
+        raise ValueError(f'attn_block_mb must be a positive number of MiB (or null for the device\'s plan), got '
+                         f'{block_mb!r}')
 
 
 @register_arch
@@ -29,10 +39,12 @@ class TaylorShiftAttention(nn.Module):
         temperature_param (str): how τ is learned: "linear" (default: the parameter ``temperature`` is τ) or "log"
             (the parameter ``log_temperature`` is s, τ = exp(s) with s clamped to log of LOG_TEMPERATURE_RANGE,
             [1e-2, 1e2], as Swin V2 learns its logit scale: steps move τ multiplicatively).
+        block_mb (float): the efficient form's budget of temporary memory per block in MiB (default None: the
+            device's plan, ``ops/taylor_shift/blocks.py``); smaller blocks hold less memory and launch more kernels.
     """
 
     def __init__(self, dim, num_heads=6, qkv_bias=True, proj_drop=0., form='auto', output_norm=True,
-                 order=DEFAULT_ORDER, temperature_init=1.0, temperature_param='linear'):
+                 order=DEFAULT_ORDER, temperature_init=1.0, temperature_param='linear', block_mb=None):
         super().__init__()
         if not isinstance(dim, int) or dim <= 0:
             raise ValueError(f'dim must be a positive int, got {dim!r}')
@@ -50,6 +62,8 @@ class TaylorShiftAttention(nn.Module):
         if temperature_param == 'log' and not low <= temperature_init <= high:
             raise ValueError(f'temperature_init must lie in [{low:g}, {high:g}] with temperature_param "log", got '
                              f'{temperature_init!r}')
+        check_block_mb(block_mb)
+        self.block_mb = block_mb
         self.dim = dim
         self.order = order
         self.num_heads = num_heads
@@ -75,10 +89,13 @@ class TaylorShiftAttention(nn.Module):
         """x: (B, N, C). regions: optional, a token attends only within its region: a ``RegionChunks`` layout
         (what TaylorSwinIR passes) or integer (B, N) or (N,) ids (the efficient form then syncs to sort them)."""
         b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.contiguous().unbind(0)  # one copy: (B, heads, N, d) each, contiguous
         if isinstance(regions, torch.Tensor):
             regions = regions.unsqueeze(-2)  # (B, 1, N): shared by all heads
-        x = taylor_shift_attention(q, k, v, self.tau(), regions, self.form, self.output_norm, order=self.order)
+        budget = contextlib.nullcontext() if self.block_mb is None else block_budget(self.block_mb * 2**20)
+        with budget:
+            x = taylor_shift_attention(q, k, v, self.tau(), regions, self.form, self.output_norm, order=self.order)
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
 

@@ -31,8 +31,9 @@ from torch.utils import checkpoint
 
 from ..ops.taylor_shift import DEFAULT_ORDER, FORMS, check_order
 from ..utils.registry import register_arch
-from .shifted_windows import chunk_side, pad_to_multiple, partition_windows, reverse_windows, shifted_window_chunks
-from .taylor_shift_attention_arch import TaylorShiftAttention
+from .shifted_windows import (PaddedWindows, chunk_side, pad_to_multiple, partition_windows, reverse_windows,
+                              shifted_window_layout)
+from .taylor_shift_attention_arch import TaylorShiftAttention, check_block_mb
 
 UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
 POS_ENCODINGS = ('conv', 'none')
@@ -44,7 +45,8 @@ class TaylorSwinTransformerBlock(nn.Module):
 
     def __init__(self, dim, num_heads, window_size=48, shift_size=0, mlp_ratio=2., qkv_bias=True, drop=0.,
                  drop_path=0., act_layer=nn.GELU, norm_layer=nn.LayerNorm, attn_form='auto', output_norm=True,
-                 pos_encoding='conv', order=DEFAULT_ORDER, temperature_init=1.0, temperature_param='linear'):
+                 pos_encoding='conv', order=DEFAULT_ORDER, temperature_init=1.0, temperature_param='linear',
+                 block_mb=None):
         super().__init__()
         self.window_size = window_size
         self.shift_size = shift_size
@@ -52,7 +54,7 @@ class TaylorSwinTransformerBlock(nn.Module):
         self.norm1 = norm_layer(dim)
         self.attn = TaylorShiftAttention(dim, num_heads, qkv_bias=qkv_bias, proj_drop=drop, form=attn_form,
                                          output_norm=output_norm, order=order, temperature_init=temperature_init,
-                                         temperature_param=temperature_param)
+                                         temperature_param=temperature_param, block_mb=block_mb)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
@@ -69,11 +71,15 @@ class TaylorSwinTransformerBlock(nn.Module):
         if self.shift_size:
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
             if regions is None:
-                regions = shifted_window_chunks(h, w, self.window_size, self.shift_size, x.device)
+                regions = shifted_window_layout(h, w, self.window_size, self.shift_size, x.device)
         else:
             regions = None
         side = chunk_side(self.window_size, self.window_size // 2)  # chunk-major windows, the same in every block
-        windows = self.attn(partition_windows(x, self.window_size, side), regions=regions)
+        windows = partition_windows(x, self.window_size, side)
+        if isinstance(regions, PaddedWindows):  # regions padded to whole chunks (odd windows)
+            windows = regions.scatter(self.attn(regions.gather(windows), regions=regions.chunks))
+        else:
+            windows = self.attn(windows, regions=regions)
         x = reverse_windows(windows, self.window_size, side, h, w)
         if self.shift_size:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
@@ -89,7 +95,7 @@ class TaylorRSTB(nn.Module):
 
     def __init__(self, dim, depth, num_heads, window_size, mlp_ratio, qkv_bias, drop, drop_path, norm_layer,
                  use_checkpoint, resi_connection, attn_form, output_norm, pos_encoding, order=DEFAULT_ORDER,
-                 temperature_init=1.0, temperature_param='linear'):
+                 temperature_init=1.0, temperature_param='linear', block_mb=None):
         super().__init__()
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList([
@@ -97,7 +103,8 @@ class TaylorRSTB(nn.Module):
                 dim, num_heads, window_size=window_size, shift_size=0 if i % 2 == 0 else window_size // 2,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, drop_path=drop_path[i], norm_layer=norm_layer,
                 attn_form=attn_form, output_norm=output_norm, pos_encoding=pos_encoding, order=order,
-                temperature_init=temperature_init, temperature_param=temperature_param) for i in range(depth)
+                temperature_init=temperature_init, temperature_param=temperature_param, block_mb=block_mb)
+            for i in range(depth)
         ])
         self.conv = _residual_conv(dim, resi_connection)
         self.patch_embed = PatchEmbed(patch_size=1, in_chans=0, embed_dim=dim, norm_layer=None)
@@ -200,6 +207,9 @@ class TaylorSwinIR(nn.Module):
         temperature_init (float): initial temperature τ of every head (default 1.0).
         temperature_param (str): "linear" (default; τ learned directly, checkpoint key ``...attn.temperature``) or
             "log" (τ = exp(s), s learned and clamped to τ in [1e-2, 1e2]; key ``...attn.log_temperature``).
+        attn_block_mb (float): the efficient form's budget of temporary memory per block, in MiB (default None: a
+            share of the GPU's memory, cache-sized on the CPU; docs/benchmarks.md has the trade-off: smaller blocks
+            hold less memory and launch more kernels).
         img_size: accepted for option-file compatibility; the network works at any input size.
         **kwargs: other keys are accepted, as BasicSR's SwinIR does, with a warning that names them.
     """
@@ -209,7 +219,7 @@ class TaylorSwinIR(nn.Module):
                  attn_drop_rate=0., drop_path_rate=0.1, norm_layer=nn.LayerNorm, ape=False, patch_norm=True,
                  use_checkpoint=False, upscale=2, img_range=1., upsampler='', resi_connection='1conv',
                  attn_form='auto', output_norm=True, pos_encoding='conv', taylor_order=DEFAULT_ORDER,
-                 temperature_init=1.0, temperature_param='linear', **kwargs):
+                 temperature_init=1.0, temperature_param='linear', attn_block_mb=None, **kwargs):
         super().__init__()
         if kwargs:  # accepted like BasicSR's SwinIR (option files with extra keys still build), but never silently
             warnings.warn(f'TaylorSwinIR ignores unknown arguments: {", ".join(sorted(kwargs))} (misspelled option '
@@ -218,6 +228,7 @@ class TaylorSwinIR(nn.Module):
         _validate(upscale, in_chans, window_size, depths, num_heads, embed_dim, patch_size, ape, attn_drop_rate,
                   upsampler, resi_connection, attn_form, pos_encoding)
         check_order(taylor_order, attn_form)
+        check_block_mb(attn_block_mb)
         if isinstance(temperature_init, bool) or not isinstance(temperature_init, (int, float)) \
                 or not 0 < temperature_init < float('inf'):
             raise ValueError(f'temperature_init must be a positive finite number, got {temperature_init!r}')
@@ -250,7 +261,8 @@ class TaylorSwinIR(nn.Module):
             self.layers.append(
                 TaylorRSTB(embed_dim, depth, heads, window_size, mlp_ratio, qkv_bias, drop_rate,
                            dpr[sum(depths[:i]):sum(depths[:i + 1])], norm_layer, use_checkpoint, resi_connection,
-                           attn_form, output_norm, pos_encoding, taylor_order, temperature_init, temperature_param))
+                           attn_form, output_norm, pos_encoding, taylor_order, temperature_init, temperature_param,
+                           attn_block_mb))
         self.norm = norm_layer(embed_dim)
         self.conv_after_body = _residual_conv(embed_dim, resi_connection)
 
@@ -292,7 +304,7 @@ class TaylorSwinIR(nn.Module):
         x_size = (x.shape[2], x.shape[3])
         x = self.pos_drop(self.patch_embed(x))
         shift = self.window_size // 2  # one region layout per forward, from the sizes, for every shifted block
-        regions = shifted_window_chunks(*x_size, self.window_size, shift, x.device) if shift else None
+        regions = shifted_window_layout(*x_size, self.window_size, shift, x.device) if shift else None
         for layer in self.layers:
             x = layer(x, x_size, regions)
         x = self.patch_unembed(self.norm(x), x_size)

@@ -4,9 +4,9 @@ that launch a kernel, which are the kernels the same torch code launches on CUDA
 Left out (no kernel: views, allocations, metadata): the ops in NO_KERNEL. A training step is forward + L1 +
 backward (the optimizer is left out: its count depends on foreach, not on the network).
 
-TaylorShift's efficient form sizes its blocks per device (``ops/taylor_shift/blocks.py``): one block on CUDA (a
-fixed handful of kernels per attention call), cache-sized blocks on the CPU. ``plan='cuda'`` counts with the CUDA
-budget (the kernels a GPU launches), ``plan='cpu'`` with the CPU's (what the CPU runs).
+TaylorShift's efficient form sizes its blocks per device (``ops/taylor_shift/blocks.py``): a share of the GPU's
+memory on CUDA, cache-sized blocks on the CPU. ``plan='cuda'`` counts with CUDA's choices for a nominal 80 GB
+device (``blocks.cuda_plan``: the kernels a GPU launches), ``plan='cpu'`` with the CPU's (what the CPU runs).
 """
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ def leaf_ops(fn):
 
 def count_kernels(fn, plan='cuda'):
     """Kernels of one call of fn, with the efficient form's block plan of ``plan`` ('cuda' or 'cpu')."""
-    with blocks.budget('cpu', blocks.BLOCK_BYTES[plan]):
+    with blocks.cuda_plan(plan == 'cuda'):
         return len(leaf_ops(fn))
 
 

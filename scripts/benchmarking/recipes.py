@@ -57,7 +57,7 @@ def count_flops(net, lr_hw):
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
     net = net.eval()
-    with blocks.budget('cpu', blocks.BLOCK_BYTES['cuda']), FakeTensorMode(allow_non_fake_inputs=True):
+    with blocks.cuda_plan(), FakeTensorMode(allow_non_fake_inputs=True):
         x = torch.empty(1, 3, *lr_hw)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             net(x)

@@ -1,23 +1,59 @@
-"""How many chunk rows the efficient form computes at once: as many as fit an absolute budget of temporary bytes.
+"""The block plan of the efficient form: how many chunk rows it computes at once (their temporaries fit a budget of
+bytes), and which device's choices the CPU takes.
 
-On CUDA the budget (1 GiB) holds every window of a training batch, so one attention call is a fixed handful of
-batched kernels whatever the number of windows and tokens (the launch count is what costs time there); blocks
-start only where memory requires them. On the CPU, where an op costs microseconds to start but memory traffic
-costs time, the budget (4 MiB) keeps a block's features in the cache: 3-4x faster than one block of every window
-(docs/benchmarks.md). ``BASICSR_TAYLOR_CPU_BLOCK_MB`` sets the CPU budget (e.g. 1024 runs the CUDA plan on the CPU).
+- CUDA: the budget is a share of the device's memory, bounded (``cuda_budget``: 1/512 of it, 32 MiB to 256 MiB:
+  160 MiB on an 80 GB card, 32 MiB on a 12 GB one). Larger blocks launch fewer kernels (what costs time on a GPU)
+  but hold larger transients; docs/benchmarks.md has the trade-off measured on both nets.
+- CPU: a cache-sized budget (4 MiB, ``BASICSR_TAYLOR_CPU_BLOCK_MB``): an op costs microseconds to start there but
+  memory traffic costs time.
+- A network overrides both with its ``attn_block_mb`` option (:func:`block_budget`), e.g. to trade memory for
+  launches on a small card.
+- ``BASICSR_TAYLOR_PLAN=cuda`` (or :func:`cuda_plan`) makes the CPU take every choice CUDA takes: the block budget
+  of a nominal 80 GB device and ``auto``'s thresholds. It serves measurement: kernel counts and allocation peaks of
+  the CUDA plan, counted on the CPU.
 """
 import contextlib
+import contextvars
 import os
 
-from .features import taylor_feature_dim
+NOMINAL_CUDA_BYTES = 80 * 10**9  # the device the CUDA plan assumes on the CPU (an 80 GB H100)
+CUDA_SHARE, CUDA_MIN_BYTES, CUDA_MAX_BYTES = 1 / 512, 32 * 2**20, 256 * 2**20
+# fixed budgets per plan (None: relative to the device's memory); BASICSR_TAYLOR_CPU_BLOCK_MB sets the CPU's
+BLOCK_BYTES = {'cpu': int(float(os.environ.get('BASICSR_TAYLOR_CPU_BLOCK_MB') or 4) * 2**20), 'cuda': None}
+_PLAN = contextvars.ContextVar('taylor_shift_plan', default=os.environ.get('BASICSR_TAYLOR_PLAN', '').lower() or None)
+_OVERRIDE = contextvars.ContextVar('taylor_shift_block_bytes', default=None)
+_DEVICE_BYTES = {}
 
-# bytes of temporaries per block (ψ(q), ψ(k), their gradients, the d×d feature-gradient grid, ...)
-BLOCK_BYTES = {'cpu': int(float(os.environ.get('BASICSR_TAYLOR_CPU_BLOCK_MB', 4)) * 2**20), 'cuda': 1024 * 2**20}
+
+def plan_of(device_type):
+    """The device whose choices an op on ``device_type`` takes: 'cuda' for the CPU under the CUDA plan."""
+    return 'cuda' if device_type == 'cpu' and _PLAN.get() == 'cuda' else device_type
+
+
+@contextlib.contextmanager
+def cuda_plan(enabled=True):
+    """Within the block, the CPU takes CUDA's choices (as ``BASICSR_TAYLOR_PLAN=cuda``)."""
+    token = _PLAN.set('cuda' if enabled else None)
+    try:
+        yield
+    finally:
+        _PLAN.reset(token)
+
+
+@contextlib.contextmanager
+def block_budget(num_bytes):
+    """Within the block, every efficient-form call on any device takes ``num_bytes`` as its budget (None: the
+    plan's own); a network's ``attn_block_mb``."""
+    token = _OVERRIDE.set(None if num_bytes is None else int(num_bytes))
+    try:
+        yield
+    finally:
+        _OVERRIDE.reset(token)
 
 
 @contextlib.contextmanager
 def budget(device_type, num_bytes):
-    """Within the block, the efficient form's block budget on ``device_type`` is ``num_bytes``."""
+    """Within the block, the fixed budget of the ``device_type`` plan is ``num_bytes`` (None: relative)."""
     previous = BLOCK_BYTES.get(device_type)
     BLOCK_BYTES[device_type] = num_bytes
     try:
@@ -26,22 +62,47 @@ def budget(device_type, num_bytes):
         BLOCK_BYTES[device_type] = previous
 
 
+def cuda_budget(total_bytes):
+    """The CUDA plan's budget for a device of ``total_bytes``: a share of it, bounded."""
+    return int(min(max(total_bytes * CUDA_SHARE, CUDA_MIN_BYTES), CUDA_MAX_BYTES))
+
+
+def _device_bytes(device):
+    if device not in _DEVICE_BYTES:
+        import torch
+        _DEVICE_BYTES[device] = torch.cuda.get_device_properties(device).total_memory
+    return _DEVICE_BYTES[device]
+
+
+def block_bytes(device):
+    """The budget of temporary bytes per block for an op on ``device`` (a torch.device)."""
+    override = _OVERRIDE.get()
+    if override is not None:
+        return override
+    plan = plan_of(device.type)
+    fixed = BLOCK_BYTES.get(plan)
+    if fixed is not None:
+        return fixed
+    return cuda_budget(_device_bytes(device) if device.type == 'cuda' else NOMINAL_CUDA_BYTES)
+
+
 def temporaries_per_token(head_dim, value_dim, backward):
-    """Elements alive at once per token and head: forward ψ(q), ψ(k), [1, v], y'; backward also dψ(q), dψ(k) and
-    the d×d grid of one feature-map gradient."""
-    features = taylor_feature_dim(head_dim)
-    forward = 2 * features + 2 * (value_dim + 1) + 4 * head_dim
-    return forward + 2 * features + 2 * head_dim * head_dim if backward else forward
+    """Elements alive at once per token and head: the outer product x̃⊗x̃ ((d + 1)²; in the backward pass, in
+    turn, the (d + 1)² grid G), the augmented and unit vectors, v', y' (or dy') and the gradients."""
+    side, ext = head_dim + 1, value_dim + 1
+    forward = side * side + 2 * side + head_dim + 2 * ext
+    return forward + side + 3 * head_dim + 2 * ext if backward else forward
 
 
-def rows_per_block(rows, tokens_per_row, head_dim, value_dim, itemsize, device, backward):
-    """Chunk rows per block so that a block's temporaries stay within BLOCK_BYTES[device]
-    (at least one; ``tokens_per_row`` counts every head of a window)."""
-    limit = BLOCK_BYTES.get(device.type, BLOCK_BYTES["cuda"])
+def rows_per_block(rows, tokens_per_row, head_dim, value_dim, itemsize, limit, backward):
+    """Chunk rows per block so that a block's temporaries stay within ``limit`` bytes (at least one;
+    ``tokens_per_row`` counts the tokens of one chunk row)."""
     per_row = max(1, tokens_per_row * temporaries_per_token(head_dim, value_dim, backward) * itemsize)
     return max(1, min(rows, limit // per_row))
 
 
 def row_blocks(rows, per_block):
-    """[slice] of ``per_block`` rows covering 0..rows."""
-    return [slice(r0, min(r0 + per_block, rows)) for r0 in range(0, rows, per_block)]
+    """[slice] covering 0..rows in the fewest blocks of at most ``per_block`` rows, of equal size (± 1 row)."""
+    count = -(-rows // per_block)
+    bounds = [rows * i // count for i in range(count + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]

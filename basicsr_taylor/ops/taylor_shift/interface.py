@@ -33,6 +33,7 @@ import torch
 
 from ...utils.tracing import is_exporting
 from . import naive
+from .blocks import plan_of
 from .efficient import efficient
 from .linear import linear_taylor_attention
 from .regions import RegionChunks, sorted_region_chunks
@@ -174,10 +175,14 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
     elif form == 'auto':
         inputs = (q, k, v) if temperature is None else (q, k, v, temperature)
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-        form = auto_form(q.device.type, head_dim, num_tokens, needs_grad)
-    scale = math.sqrt(num_tokens / head_dim) if output_norm else 1.0  # y · sqrt(N/d)
+        form = auto_form(plan_of(q.device.type), head_dim, num_tokens, needs_grad)  # the CUDA plan: CUDA's
+    real_tokens = regions.real_tokens if isinstance(regions, RegionChunks) else num_tokens  # padding not counted
+    scale = math.sqrt(real_tokens / head_dim) if output_norm else 1.0  # y · sqrt(N/d)
 
     with torch.autocast(device_type=q.device.type, enabled=False):
+        if isinstance(regions, RegionChunks) and regions.key_weight is not None and form in ('triton', 'flex'):
+            ids = regions.token_regions(q.shape[0])  # padded chunks: padding as a region of its own, by id
+            regions = ids.view(ids.shape[:1] + (1, ) * (q.dim() - 3) + ids.shape[1:])
         if form == 'triton' and not is_exportable():  # the kernels read half inputs and accumulate in float32
             from .triton_form import taylor_shift_triton  # imports triton: only when asked for
             return taylor_shift_triton(q, k.to(q.dtype), v.to(q.dtype), temperature, regions, scale).to(out_dtype)
@@ -185,7 +190,8 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
             if regions is not None and not isinstance(regions, RegionChunks):  # any ids: sorted (a host sync)
                 regions = sorted_region_chunks(regions.expand(q.shape[:-1]).reshape(-1, num_tokens))
             return efficient(q, k.to(q.dtype), v.to(q.dtype), temperature, regions, scale).to(out_dtype)
-        if isinstance(regions, RegionChunks) and (form != 'flex' or is_exportable()):  # one id per token
+        chunks_served = form == 'efficient' and order == 1 and not is_exportable()  # order 1 takes the chunks
+        if isinstance(regions, RegionChunks) and (form != 'flex' or is_exportable()) and not chunks_served:
             ids = regions.token_regions(q.shape[0])
             regions = ids.view(ids.shape[:1] + (1, ) * (q.dim() - 3) + ids.shape[1:])
         q, k, v = q.to(compute_dtype), k.to(compute_dtype), v.to(compute_dtype)

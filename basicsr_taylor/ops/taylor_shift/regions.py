@@ -26,13 +26,19 @@ class RegionChunks:
     (c), num_chunks (C).
     """
 
-    def __init__(self, chunk_regions, chunk):
+    def __init__(self, chunk_regions, chunk, key_weight=None, real_tokens=None):
         if chunk_regions.dim() != 2 or chunk_regions.dtype.is_floating_point:
             raise ValueError(f'chunk_regions must be an integer (windows, chunks) tensor, got '
                              f'{tuple(chunk_regions.shape)} {chunk_regions.dtype}')
         self.chunk_regions = chunk_regions
         self.chunk = int(chunk)
         self.num_windows, self.num_chunks = chunk_regions.shape
+        if key_weight is not None and tuple(key_weight.shape) != (self.num_windows, self.num_tokens):
+            raise ValueError(f'key_weight must be a (windows, tokens) = ({self.num_windows}, {self.num_tokens}) '
+                             f'tensor, got {tuple(key_weight.shape)}')
+        self.key_weight = key_weight
+        # tokens per window that are not padding: the output scale sqrt(N / d) counts these
+        self.real_tokens = self.num_tokens if real_tokens is None else int(real_tokens)
 
     @property
     def num_tokens(self):
@@ -47,9 +53,22 @@ class RegionChunks:
             same = same.repeat(batch // self.num_windows, 1, 1)
         return same.view((batch, ) + (1, ) * (ndim - 3) + same.shape[-2:])
 
+    def key_weights(self, batch, ndim):
+        """(B, 1..., N) weights of the tokens as keys (0: padding), shaped to broadcast against (B, ..., N)
+        tensors of ``ndim`` dims, or None when every token is real."""
+        if self.key_weight is None:
+            return None
+        weight = self.key_weight
+        if batch != self.num_windows:
+            weight = weight.repeat(batch // self.num_windows, 1)
+        return weight.view((batch, ) + (1, ) * (ndim - 2) + weight.shape[-1:])
+
     def token_regions(self, batch):
-        """(B, N) region id of every token (for the direct, flex and export forms)."""
+        """(B, N) region id of every token (for the direct, flex and export forms); padding tokens (key weight 0)
+        get an id of their own (-1), so that no real token attends to them."""
         ids = self.chunk_regions[:, :, None].expand(-1, -1, self.chunk).reshape(self.num_windows, self.num_tokens)
+        if self.key_weight is not None:
+            ids = torch.where(self.key_weight > 0, ids, torch.full_like(ids, -1))
         return ids if batch == self.num_windows else ids.repeat(batch // self.num_windows, 1)
 
     def check(self, shape):
@@ -78,6 +97,12 @@ class SortedRegions:
     def scatter(self, x):
         """(rows, L, f) -> (rows, N, f) back in the token order (gradient: a gather by source, zero on padding)."""
         return _Permute.apply(x, self.slot, self.source, self.key_weight)
+
+
+def permute_rows(x, index, inverse, zero=None):
+    """x (rows, M, f) -> x at ``index`` (rows, K) along dim 1, whose gradient is a gather by ``inverse`` (rows, M)
+    (deterministic, no scatter-add); ``zero`` (rows, K) masks the gradient of the slots ``inverse`` leaves out."""
+    return _Permute.apply(x, index, inverse, zero)
 
 
 def _take(x, index):
