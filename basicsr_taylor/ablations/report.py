@@ -1,11 +1,12 @@
-"""Tables and plots of the ablation runner's records: results.md, results.csv and PNG plots per experiment
-(each written atomically)."""
+"""Tables and plots of the ablation runner's records: results.md, results.csv and PNG plots per experiment, and
+curves.csv/curves.png when the records carry validation curves (each written atomically)."""
 import csv
 import io
 import os
 import os.path as osp
 
 from ..utils.files import atomic_path, write_atomically
+from . import curves
 from .intervals import AS_GOOD_MARGIN, mean_std, paired_difference, verdict
 
 COLUMNS = ('variant', 'arch', 'window_size', 'num_heads', 'patch_size', 'taylor_order', 'temperature_init',
@@ -151,8 +152,8 @@ def _write_csv(path, table):
 
 
 def write_reports(records, out_dir, experiment, spec, args):
-    """results.md, results.csv (every run), summary.csv (per variant) and plots for one experiment; returns the
-    paths written."""
+    """results.md, results.csv (every run), summary.csv (per variant), plots and, for records with validation
+    curves, curves.csv and a 'Validation curves' section, for one experiment; returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)
     baseline = spec.get('baseline') or next(iter(spec['variants']))
     table, sets = rows(records)
@@ -161,6 +162,10 @@ def write_reports(records, out_dir, experiment, spec, args):
     _write_csv(csv_path, table)
     _write_csv(summary_path, summary_rows(summary, sets))
     md_path = osp.join(out_dir, 'results.md')
+    curve_rows = curves.curve_rows(records)
+    extra = [osp.join(out_dir, 'curves.csv')] if curve_rows else []
+    if curve_rows:
+        _write_csv(extra[0], curve_rows)
     write_atomically(md_path, (
         f'# Ablation: {experiment}\n\n{" ".join(str(spec.get("description", "")).split())}\n\n'
         f'x{args.scale}, {args.iters} iterations per run, seeds {",".join(map(str, args.seeds))}, base LR patch '
@@ -172,13 +177,15 @@ def write_reports(records, out_dir, experiment, spec, args):
         f'## Per variant (mean ± std over seeds; paired difference to {baseline} over the same seeds)\n\n'
         f'Rule: "as good" when the lower 95% bound of the paired difference is above -{AS_GOOD_MARGIN} dB; '
         '"better"/"worse" when the interval excludes 0; "n < 2": one common seed, no interval.\n\n'
-        + summary_table(summary, sets, baseline) + '\n\n## Every run\n\n' + markdown_table(records) + '\n'))
-    return [md_path, csv_path, summary_path] + plot(summary, sets, out_dir, spec.get('x'), baseline)
+        + summary_table(summary, sets, baseline) + '\n\n## Every run\n\n' + markdown_table(records) + '\n'
+        + ('\n' + curves.markdown(records, args.root) if curve_rows else '')))
+    return [md_path, csv_path, summary_path] + extra + plot(summary, sets, out_dir, spec.get('x'), baseline,
+                                                            records if curve_rows else None, args.root)
 
 
-def plot(summary, sets, out_dir, x_key, baseline):
+def plot(summary, sets, out_dir, x_key, baseline, curve_records=None, root='.'):
     """Per variant: PSNR mean ± std, paired PSNR difference to the baseline with its 95% interval, s/iter (bars
-    with error bars); against x_key for the TaylorSwinIR variants when given."""
+    with error bars); against x_key for the TaylorSwinIR variants when given; curves.png for curve_records."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -239,6 +246,11 @@ def plot(summary, sets, out_dir, x_key, baseline):
         ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(osp.join(out_dir, f'vs_{x_key}.png'))
+        _save(fig, paths[-1])
+        plt.close(fig)
+    if curve_records:
+        fig = curves.figure(plt, curve_records, root)
+        paths.append(osp.join(out_dir, 'curves.png'))
         _save(fig, paths[-1])
         plt.close(fig)
     return paths
