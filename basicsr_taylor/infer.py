@@ -89,9 +89,11 @@ from basicsr_taylor.utils.image_io import (  # noqa: E402
     IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float, write_image)
 from basicsr_taylor.utils.precision import PRECISIONS  # noqa: E402  (the names of train:precision too)
 from basicsr_taylor.utils.tiling import (  # noqa: E402
-    MIN_TILE_STRIDE, check_tile_options, default_tile, tile_grid, tiled_forward)
+    MIN_TILE_STRIDE, check_tile_options, default_tile, tile_grid, tiled_forward, tiled_strips)
 
 logger = logging.getLogger('basicsr_taylor.infer')
+STRIP_ROWS = 64  # output rows converted to the image's dtype at a time (their float32 copies are all that's held)
+ALPHA_ROWS = 64  # input rows of the alpha channel resized at a time
 
 
 def resolve_device(name):
@@ -163,37 +165,83 @@ class Upscaler:
     def __call__(self, x):
         return tiled_forward(self._forward, x, self.scale, self.tile, self.tile_overlap, self.align, self.progress)
 
+    def strips(self, x, rows=None):
+        """(top, float32 output rows top..top+n) in order, as tiled_strips: the output is never held whole."""
+        return tiled_strips(self._forward, x, self.scale, self.tile, self.tile_overlap, self.align, self.progress,
+                            rows)
+
+
+class UnitFloatView:
+    """An (H, W) or (H, W, 3) BGR uint8/uint16 array as the (B, C, H, W) float32 tensor in [0, 1] that a network
+    takes, converted one region at a time when indexed ``[:, :, rows, cols]`` (as tiled_strips reads its tiles), so
+    the image is never held whole in float32. ``rgb``: one RGB image (gray repeated to 3 channels), as img2tensor
+    makes it; else each channel on its own, a batch of 1-channel images."""
+
+    def __init__(self, pixels, rgb):
+        self.pixels = pixels
+        self.rgb = rgb
+        height, width = pixels.shape[:2]
+        self.shape = (1, 3, height, width) if rgb else (1 if pixels.ndim == 2 else pixels.shape[2], 1, height, width)
+
+    def __getitem__(self, key):
+        _, _, rows, cols = key
+        region, _ = to_unit_float(self.pixels[rows, cols])
+        if self.rgb:
+            bgr = np.repeat(region[:, :, None], 3, axis=2) if region.ndim == 2 else region
+            return img2tensor(bgr, bgr2rgb=True)[None]
+        planes = region[None] if region.ndim == 2 else region.transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(planes))[:, None]
+
 
 def upscale_image(image, upscaler, in_channels, alpha_upsampler='bicubic'):
-    """Super-resolve an (H, W) or (H, W, 3|4) BGR[A] uint8/uint16 array; same layout and dtype out."""
-    pixels, _ = to_unit_float(image)
-    alpha = None
-    if pixels.ndim == 3 and pixels.shape[2] == 4:
-        pixels, alpha = pixels[:, :, :3], pixels[:, :, 3]
-    sr = _upscale_channels(pixels, upscaler, in_channels)
-    if alpha is not None:
+    """Super-resolve an (H, W) or (H, W, 3|4) BGR[A] uint8/uint16 array; same layout and dtype out.
+
+    The output array is allocated in the image's dtype and filled strip by strip as the tiles finish it: float32
+    is held for one tile of the input, one band of tile rows of the output and STRIP_ROWS rows being converted."""
+    if in_channels not in (1, 3):
+        raise ValueError(f'networks with in_chans={in_channels} are not supported (1 or 3)')
+    height, width = image.shape[:2]
+    scale = upscaler.scale
+    out = np.empty((height * scale, width * scale) + image.shape[2:], image.dtype)
+    alpha = image.ndim == 3 and image.shape[2] == 4
+    color = out[:, :, :3] if alpha else out
+    for top, sr in _upscale_channels(image[:, :, :3] if alpha else image, upscaler, in_channels):
+        color[top:top + len(sr)] = from_unit_float(sr, image.dtype)
+    if alpha:
         if alpha_upsampler == 'model':
-            sr_alpha = _upscale_channels(alpha, upscaler, in_channels)
+            strips = _upscale_channels(image[:, :, 3], upscaler, in_channels)
         else:
-            height, width = alpha.shape
-            sr_alpha = cv2.resize(alpha, (width * upscaler.scale, height * upscaler.scale),
-                                  interpolation=cv2.INTER_CUBIC)
-        sr = np.dstack([sr, np.clip(sr_alpha, 0, 1)])
-    return from_unit_float(sr, image.dtype)
+            strips = _bicubic_strips(image[:, :, 3], scale)
+        for top, sr_alpha in strips:
+            out[top:top + len(sr_alpha), :, 3] = from_unit_float(np.clip(sr_alpha, 0, 1), image.dtype)
+    return out
 
 
 def _upscale_channels(pixels, upscaler, in_channels):
-    """float (H, W) gray or (H, W, 3) BGR in [0, 1] -> float [0, 1] of the same layout, upscaled."""
+    """(H, W) gray or (H, W, 3) BGR uint8/uint16 -> (top, float32 output rows top..top+n in [0, 1] of the same
+    layout), strip by strip."""
     gray = pixels.ndim == 2
     if in_channels == 3:  # gray is repeated to RGB, and the three outputs averaged back
-        bgr = np.repeat(pixels[:, :, None], 3, axis=2) if gray else pixels
-        out = tensor2img(upscaler(img2tensor(bgr, bgr2rgb=True)[None]), rgb2bgr=True, out_type=np.float32)
-        return out.mean(axis=2) if gray else out
-    if in_channels == 1:  # each channel on its own, as a batch
-        planes = pixels[None] if gray else pixels.transpose(2, 0, 1)
-        out = upscaler(torch.from_numpy(np.ascontiguousarray(planes))[:, None]).clamp_(0, 1)[:, 0].numpy()
-        return out[0] if gray else out.transpose(1, 2, 0)
-    raise ValueError(f'networks with in_chans={in_channels} are not supported (1 or 3)')
+        for top, strip in upscaler.strips(UnitFloatView(pixels, rgb=True), STRIP_ROWS):
+            out = tensor2img(strip, rgb2bgr=True, out_type=np.float32)
+            yield top, out.mean(axis=2) if gray else out
+    else:  # each channel on its own, as a batch
+        for top, strip in upscaler.strips(UnitFloatView(pixels, rgb=False), STRIP_ROWS):
+            out = strip.clamp_(0, 1)[:, 0].numpy()
+            yield top, out[0] if gray else out.transpose(1, 2, 0)
+
+
+def _bicubic_strips(plane, scale):
+    """(top, float32 output rows top..top+n) of cv2's bicubic resize of the (H, W) uint8/uint16 ``plane`` in [0, 1],
+    ALPHA_ROWS input rows at a time with the 2 rows each side that the cubic kernel reads: the values of resizing
+    the whole plane."""
+    height, width = plane.shape
+    for start in range(0, height, ALPHA_ROWS):
+        stop = min(start + ALPHA_ROWS, height)
+        above, below = min(start, 2), min(height - stop, 2)
+        region, _ = to_unit_float(plane[start - above:stop + below])
+        resized = cv2.resize(region, (width * scale, len(region) * scale), interpolation=cv2.INTER_CUBIC)
+        yield start * scale, resized[above * scale:len(resized) - below * scale]
 
 
 def list_images(input_path):

@@ -6,6 +6,10 @@ across the overlap on every side that has a neighbour, and the weighted outputs 
 
     out = Σ_t w_t · sr(tile_t) / Σ_t w_t
 
+Tiles run row by row, and the sums are kept in float32 only for the rows that the current row of tiles writes
+(one band, a tile high and the output wide): :func:`tiled_strips` hands the rows above it on as soon as they are
+finished, so a caller can store them in the output's own dtype (uint8) instead of a float32 image.
+
 Tiles start at multiples of the attention window (``align``): a tile then partitions its pixels into the
 same (shifted) windows as the whole image would, and differs from one pass only near its borders.
 """
@@ -93,6 +97,83 @@ def check_tile_options(tile, overlap, align=1, min_stride=0.0):
                          '(or a smaller --tile-overlap)')
 
 
+def runs_whole(image_shape, tile):
+    """True when an image of ``image_shape`` (B, C, H, W) runs in one pass: no tile, or no side longer than one."""
+    return not tile or (image_shape[2] <= tile and image_shape[3] <= tile)
+
+
+def band_rows(height, tile, overlap, align=1):
+    """Input rows of the band :func:`tiled_strips` keeps in float32: the tallest row of tiles (the image's height
+    when it runs whole)."""
+    if not tile:
+        return height
+    return max(bottom - top for top, bottom in tile_spans(height, tile, overlap, align))
+
+
+def tiled_strips(forward, image, scale, tile, overlap, align=1, progress=False, rows=None):
+    """Apply ``forward`` ((B, C, h, w) -> (B, C', h·scale, w·scale), any device) tile by tile, and yield the output
+    a strip of rows at a time, as soon as no later tile writes to them.
+
+    Args:
+        forward, scale, tile, overlap, align, progress: as :func:`tiled_forward`.
+        image: (B, C, H, W) float CPU tensor, or anything with that ``shape`` whose ``[:, :, rows, cols]`` is the
+            float CPU tensor of that region (e.g. an 8-bit image converted one tile at a time).
+        rows: yield at most this many output rows at a time (default: all the rows a row of tiles finishes).
+
+    Yields:
+        (top, strip): strip is the (B, C', n, W·scale) float32 CPU tensor of output rows top..top+n, in order.
+        Besides the strip, the float32 sums of one band of band_rows()·scale output rows are kept (and the weight
+        sum of one channel); the sums per pixel are made in the same order as over a whole output buffer.
+    """
+    check_tile_options(tile, overlap, align)
+    batch, _, height, width = image.shape
+    if runs_whole(image.shape, tile):
+        yield from _pieces(0, forward(image[:, :, :, :]).float().cpu(), None, rows)
+        return
+    row_spans, cols = tile_spans(height, tile, overlap, align), tile_spans(width, tile, overlap, align)
+    rounded, step = tile_grid(tile, overlap, align)
+    ramp = (rounded - step) * scale  # the whole shared width, not just the requested overlap
+    band = band_rows(height, tile, overlap, align) * scale
+    output = weight_sum = None  # the sums of output rows done..done + band
+    done = 0  # output rows above this are finished and yielded
+    bar = tqdm(total=len(row_spans) * len(cols), desc='tiles', unit='tile', leave=False, disable=not progress)
+    try:
+        for top, bottom in row_spans:
+            if top * scale > done:  # no tile of this row or below reaches above its top: those rows are finished
+                finished = top * scale - done
+                yield from _pieces(done, output[:, :, :finished], weight_sum[:, :, :finished], rows)
+                kept = band - finished  # rows the tiles above also wrote: moved to the band's start
+                output[:, :, :kept] = output[:, :, finished:].clone()
+                weight_sum[:, :, :kept] = weight_sum[:, :, finished:].clone()
+                output[:, :, kept:] = 0
+                weight_sum[:, :, kept:] = 0
+                done = top * scale
+            for left, right in cols:
+                patch = forward(image[:, :, top:bottom, left:right]).float().cpu()
+                if output is None:
+                    output = torch.zeros(batch, patch.shape[1], band, width * scale)
+                    weight_sum = torch.zeros(1, 1, band, width * scale)
+                weight_y = blend_ramp((bottom - top) * scale, ramp, top > 0, bottom < height)
+                weight_x = blend_ramp((right - left) * scale, ramp, left > 0, right < width)
+                weight = weight_y[:, None] * weight_x[None, :]  # separable: w(y, x) = w_y(y) · w_x(x)
+                out_y, out_x = slice(top * scale - done, bottom * scale - done), slice(left * scale, right * scale)
+                output[:, :, out_y, out_x] += patch * weight
+                weight_sum[:, :, out_y, out_x] += weight
+                bar.update()
+        last = height * scale - done
+        yield from _pieces(done, output[:, :, :last], weight_sum[:, :, :last], rows)
+    finally:
+        bar.close()
+
+
+def _pieces(top, output, weight_sum, rows):
+    """(top + i, output / weight_sum) over row ranges of at most ``rows`` rows (weight_sum None: output as is)."""
+    rows = rows or output.shape[2] or 1
+    for start in range(0, output.shape[2], rows):
+        piece = output[:, :, start:start + rows]
+        yield top + start, piece if weight_sum is None else piece / weight_sum[:, :, start:start + rows]
+
+
 def tiled_forward(forward, image, scale, tile, overlap, align=1, progress=False):
     """Apply ``forward`` ((B, C, h, w) -> (B, C', h·scale, w·scale), any device) tile by tile.
 
@@ -107,26 +188,15 @@ def tiled_forward(forward, image, scale, tile, overlap, align=1, progress=False)
         progress: show a progress bar over the tiles.
 
     Returns:
-        (B, C', H·scale, W·scale) float32 CPU tensor.
+        (B, C', H·scale, W·scale) float32 CPU tensor: the strips of :func:`tiled_strips` put together (to keep
+        the output in its final dtype instead, take the strips).
     """
     check_tile_options(tile, overlap, align)
-    batch, _, height, width = image.shape
-    if not tile or (height <= tile and width <= tile):
+    if runs_whole(image.shape, tile):
         return forward(image).float().cpu()
-    rows, cols = tile_spans(height, tile, overlap, align), tile_spans(width, tile, overlap, align)
-    rounded, step = tile_grid(tile, overlap, align)
-    ramp = (rounded - step) * scale  # the whole shared width, not just the requested overlap
-    output = weight_sum = None
-    for (top, bottom), (left, right) in tqdm([(r, c) for r in rows for c in cols], desc='tiles', unit='tile',
-                                             leave=False, disable=not progress):
-        patch = forward(image[:, :, top:bottom, left:right]).float().cpu()
+    output = None
+    for top, strip in tiled_strips(forward, image, scale, tile, overlap, align, progress):
         if output is None:
-            output = torch.zeros(batch, patch.shape[1], height * scale, width * scale)
-            weight_sum = torch.zeros(1, 1, height * scale, width * scale)
-        weight_y = blend_ramp((bottom - top) * scale, ramp, top > 0, bottom < height)
-        weight_x = blend_ramp((right - left) * scale, ramp, left > 0, right < width)
-        weight = weight_y[:, None] * weight_x[None, :]  # separable: w(y, x) = w_y(y) · w_x(x)
-        out_y, out_x = slice(top * scale, bottom * scale), slice(left * scale, right * scale)
-        output[:, :, out_y, out_x] += patch * weight
-        weight_sum[:, :, out_y, out_x] += weight
-    return output / weight_sum
+            output = torch.empty(*strip.shape[:2], image.shape[2] * scale, image.shape[3] * scale)
+        output[:, :, top:top + strip.shape[2]] = strip
+    return output
