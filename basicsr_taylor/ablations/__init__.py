@@ -8,4 +8,5 @@
     estimate.py  the grid's time before it starts (records' s/iter, else a short probe)
     intervals.py mean ± std, paired differences with 95% t-intervals, the decision rule
     report.py    results.md, results.csv, summary.csv and plots per experiment
+    curves.py    the validation curves of records made with --val-freq: curves.csv, a table, curves.png
 """

@@ -2,10 +2,10 @@
 
     interface.py       taylor_shift_attention: checks, dtypes, choice of form, the exportable switch
     naive.py           the reference forms: direct (N×N, every Taylor order) and the plain feature form (tests, export)
-    features.py        the feature maps Φ / ψ of p(x) = 1 + x + x²/2
-    regions.py         RegionLayout: tokens sorted by region into one-region chunks (cached per ids)
-    blocks.py          the block plan: rows and tokens per block within a memory budget, scratch buffers
-    efficient.py       the blocked autograd Function (linear in N)
+    features.py        the feature map Φ of p(x) = 1 + x + x²/2 (naive feature form, export)
+    regions.py         RegionChunks: tokens in one-region chunks (the network's layout, or ids sorted and padded)
+    blocks.py          the block plan: chunk rows per block within a budget (per device, plan or network)
+    efficient.py       the blocked autograd Function (linear in N): outer products of [1, x], SDPA-like memory
     linear.py          the efficient form of Taylor order 1: linear attention with features [1, x]
     triton_kernels.py  the efficient form's fused Triton kernels (statistics, per-token: output, dq, dk + dv)
     triton_form.py     form="triton": the kernels in an autograd Function (CUDA; imported only for that form)
