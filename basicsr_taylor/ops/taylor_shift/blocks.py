@@ -2,7 +2,7 @@
 bytes), and which device's choices the CPU takes.
 
 - CUDA: the budget is a share of the device's memory, bounded (``cuda_budget``: 1/512 of it, 32 MiB to 256 MiB:
-  160 MiB on an 80 GB card, 32 MiB on a 12 GB one). Larger blocks launch fewer kernels (what costs time on a GPU)
+  149 MiB on an 80 GB card, 32 MiB on a 12 GB one). Larger blocks launch fewer kernels (what costs time on a GPU)
   but hold larger transients; docs/benchmarks.md has the trade-off measured on both nets.
 - CPU: a cache-sized budget (4 MiB, ``BASICSR_TAYLOR_CPU_BLOCK_MB``): an op costs microseconds to start there but
   memory traffic costs time.
