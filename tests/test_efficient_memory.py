@@ -95,3 +95,13 @@ def test_a_bad_block_budget_is_refused_in_one_line(value):
     with pytest.raises(ValueError, match='attn_block_mb must be a positive number of MiB'):
         TaylorSwinIR(upscale=2, embed_dim=12, depths=[1], num_heads=[2], window_size=8, upsampler='pixelshuffle',
                      attn_block_mb=value)
+
+
+@pytest.mark.parametrize('tokens', [2304, 16384, 65536])
+def test_half_value_scales_keep_the_denominator_column_a_normal_float16(tokens):
+    """v' = [c₁, f v]: f = 1/N keeps the sums over N in range; c₁ (the denominator column) stays a normal float16
+    (it was 1/(N s), a subnormal 4.95e-5 at N 2304, d 30), and float32 inputs are not scaled."""
+    from basicsr_taylor.ops.taylor_shift.efficient import value_scales
+    factor, ones = value_scales(torch.empty(1, tokens, 4, dtype=torch.float16))
+    assert factor == 1 / tokens and ones >= torch.finfo(torch.float16).tiny and ones * tokens <= 4
+    assert value_scales(torch.empty(1, tokens, 4)) == (1.0, 1.0)
