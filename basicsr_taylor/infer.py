@@ -82,11 +82,10 @@ from tqdm import tqdm  # noqa: E402
 import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
 from basicsr.utils import img2tensor, tensor2img  # noqa: E402
 from basicsr_taylor import zoo  # noqa: E402
-from basicsr_taylor.utils import image_io  # noqa: E402
 from basicsr_taylor.utils.checkpoint import (  # noqa: E402,F401  (infer.load_network: a checkpoint's network)
     CheckpointError, load_network, network_in_channels, network_scale, network_window_size)
 from basicsr_taylor.utils.image_io import (  # noqa: E402
-    IMAGE_EXTENSIONS, ImageReadError, from_unit_float, read_image, to_unit_float, write_image)
+    IMAGE_EXTENSIONS, ImageReadError, from_unit_float, list_images, read_image, to_unit_float, write_image)
 from basicsr_taylor.utils.precision import PRECISIONS  # noqa: E402  (the names of train:precision too)
 from basicsr_taylor.utils.tiling import (  # noqa: E402
     MIN_TILE_STRIDE, check_tile_options, default_tile, tile_grid, tiled_forward, tiled_strips)
@@ -244,15 +243,6 @@ def _bicubic_strips(plane, scale):
         yield start * scale, resized[above * scale:len(resized) - below * scale]
 
 
-def list_images(input_path):
-    """[input_path] for a file; the images of a folder (by extension, any case), sorted."""
-    if osp.isfile(input_path):
-        return [input_path]
-    if osp.isdir(input_path):
-        return image_io.list_images(input_path)
-    raise FileNotFoundError(f'--input {input_path}: no such file or folder')
-
-
 def output_path(image_path, output_dir, suffix, extension):
     stem, input_extension = osp.splitext(osp.basename(image_path))
     extension = input_extension if extension == 'auto' else '.' + extension.lstrip('.')
@@ -294,7 +284,9 @@ def main(argv=None):
         check_tile_options(tile, args.tile_overlap, window, MIN_TILE_STRIDE)
         upscaler = Upscaler(network, scale, device, args.precision, tile, args.tile_overlap, progress=True,
                             align=window)
-        images = list_images(args.input)
+        if not osp.exists(args.input):
+            raise FileNotFoundError(f'--input {args.input}: no such file or folder')
+        images = list_images(args.input, files=True)  # the file, or the images of the folder
     except (CheckpointError, ValueError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

@@ -46,11 +46,11 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from .data import image_key, list_images, prepare_sample_photos  # noqa: E402
+from .data import image_key, prepare_sample_photos  # noqa: E402
 from .data.folders import Progress  # noqa: E402
 from .data.sample_photos import VAL_PHOTOS  # noqa: E402
 from .utils.files import write_atomically  # noqa: E402
-from .utils.image_io import write_image  # noqa: E402
+from .utils.image_io import list_images, write_image  # noqa: E402
 
 # A small, CPU-friendly TaylorSwinIR: 8x8 windows (64 tokens), 32 channels in one head, 2 residual groups of 2
 # blocks, the one-step pixel-shuffle upsampler of lightweight SwinIR; LR patches of 32 = 4x4 windows. Tuned for

@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from basicsr_taylor import data as data_prep, quickstart  # noqa: E402
+from basicsr_taylor.utils.image_io import list_images  # noqa: E402
 
 
 def main(argv=None):
@@ -27,7 +28,7 @@ def main(argv=None):
     hr = osp.join(data, 'T91_min96')  # T91 images with both sides >= 96 (gt_size): some are smaller
 
     def link(tmp):
-        for path in data_prep.list_images(args.t91):
+        for path in list_images(args.t91, error=data_prep.DataPreparationError):
             if min(data_prep.image_size(path)) >= 96:
                 os.symlink(osp.abspath(path), osp.join(tmp, osp.basename(path)))
 

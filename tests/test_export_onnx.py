@@ -4,7 +4,8 @@ import torch
 import yaml
 
 import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
-from basicsr_taylor.ops.taylor_shift import exportable, is_exportable, taylor_shift_attention
+from basicsr_taylor.ops.taylor_shift import exportable, taylor_shift_attention
+from basicsr_taylor.ops.taylor_shift.interface import is_exportable
 
 TINY = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2,
             upsampler='pixelshuffle')

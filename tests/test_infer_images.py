@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
 from basicsr_taylor import infer
-from basicsr_taylor.utils.image_io import EXIF_ORIENTATION, apply_orientation, read_image, write_image
+from basicsr_taylor.utils.image_io import EXIF_ORIENTATION, apply_orientation, list_images, read_image, write_image
 
 TINY = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2,
             upsampler='pixelshuffle')
@@ -95,6 +95,31 @@ def test_exif_orientation_is_applied_like_pillow(tmp_path, orientation):
     expected = np.asarray(ImageOps.exif_transpose(Image.open(path)))
     assert np.array_equal(read_image(path)[:, :, ::-1], expected)
     assert cv2.imread(path, cv2.IMREAD_UNCHANGED).shape == rgb.shape  # OpenCV itself ignores the tag here
+    # data preparation reads the pixels as stored (as BasicSR's lmdb_util and Pillow's header size see them)
+    assert np.array_equal(read_image(path, orient=False), cv2.imread(path, cv2.IMREAD_UNCHANGED))
+
+
+def test_one_list_images_and_read_image_for_every_caller(tmp_path):
+    class Refused(ValueError):
+        pass
+
+    for name in ('b.PNG', 'a.jpg', '.hidden.png', 'notes.txt'):
+        (tmp_path / name).write_bytes(b'not an image')
+    (tmp_path / 'sub.png').mkdir()
+    assert list_images(str(tmp_path)) == [str(tmp_path / 'a.jpg'), str(tmp_path / 'b.PNG')]
+    assert list_images(str(tmp_path / 'a.jpg'), files=True) == [str(tmp_path / 'a.jpg')]
+    with pytest.raises(FileNotFoundError, match='image folder not found'):
+        list_images(str(tmp_path / 'a.jpg'))
+    (tmp_path / 'empty').mkdir()
+    assert list_images(str(tmp_path / 'empty')) == []
+    with pytest.raises(Refused, match=r'no images \(\.png, .*\) in .*empty'):
+        list_images(str(tmp_path / 'empty'), error=Refused)
+    with pytest.raises(Refused, match='image folder not found: .*nowhere'):
+        list_images(str(tmp_path / 'nowhere'), error=Refused)
+    with pytest.raises(Refused, match='cannot read image .*a.jpg: not an image'):
+        read_image(str(tmp_path / 'a.jpg'), error=Refused)
+    with pytest.raises(infer.ImageReadError, match='cannot read image .*nowhere.png'):
+        read_image(str(tmp_path / 'nowhere.png'))
 
 
 def test_an_exif_rotated_jpeg_is_super_resolved_upright(tmp_path, model_path):

@@ -7,7 +7,8 @@ import torch
 
 import basicsr_taylor
 from basicsr_taylor import TaylorShiftAttention, taylor_shift_attention
-from basicsr_taylor.ops.taylor_shift import auto_form, auto_threshold, crossover_tokens, features, interface, naive
+from basicsr_taylor.ops.taylor_shift import features, interface, naive
+from basicsr_taylor.ops.taylor_shift.interface import auto_form, auto_threshold, crossover_tokens
 
 
 def make_qkv(shape, dtype=torch.float64, seed=0, scale=1.0):

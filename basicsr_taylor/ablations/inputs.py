@@ -4,6 +4,7 @@ import os.path as osp
 
 from .. import data as prepare_data
 from ..utils.files import write_atomically
+from ..utils.image_io import list_images
 from .variants import AblationError, folder_name
 
 
@@ -26,7 +27,7 @@ def held_out_images(args):
         return []
     name, count = args.hold_out
     folder = next(f for f in args.train_hr if folder_name(f) == name)
-    images = prepare_data.list_images(folder)
+    images = list_images(folder, error=prepare_data.DataPreparationError)
     if len(images) <= count:
         raise AblationError(f'--hold-out {name}={count}: {folder} has only {len(images)} images')
     return images[:count]
@@ -90,7 +91,7 @@ def prepare_training_data(args):
         skipped = 0
         for folder in args.train_hr:
             prefix = folder_name(folder)
-            for path in prepare_data.list_images(folder):
+            for path in list_images(folder, error=prepare_data.DataPreparationError):
                 if path in held_out:  # the --hold-out test images
                     continue
                 height, width = prepare_data.image_size(path)

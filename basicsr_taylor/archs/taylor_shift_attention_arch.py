@@ -5,8 +5,9 @@ import math
 import torch
 from torch import nn
 
-from ..ops.taylor_shift import DEFAULT_ORDER, FORMS, check_order, taylor_shift_attention
+from ..ops.taylor_shift import DEFAULT_ORDER, FORMS, taylor_shift_attention
 from ..ops.taylor_shift.blocks import block_budget
+from ..ops.taylor_shift.interface import check_order
 from ..utils.registry import register_arch
 
 TEMPERATURE_PARAMS = ('linear', 'log')

@@ -29,7 +29,8 @@ from basicsr.archs.swinir_arch import DropPath, Mlp, PatchEmbed, PatchUnEmbed, U
 from torch import nn
 from torch.utils import checkpoint
 
-from ..ops.taylor_shift import DEFAULT_ORDER, FORMS, check_order
+from ..ops.taylor_shift import DEFAULT_ORDER, FORMS
+from ..ops.taylor_shift.interface import check_order
 from ..utils.registry import register_arch
 from .shifted_windows import (PaddedWindows, chunk_side, pad_to_multiple, partition_windows, reverse_windows,
                               shifted_window_layout)

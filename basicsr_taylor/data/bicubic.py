@@ -4,7 +4,8 @@ import os.path as osp
 import cv2
 import numpy as np
 
-from .folders import DataPreparationError, build_dir_atomically, image_key, list_images, read_image, run_jobs
+from ..utils.image_io import list_images, read_image
+from .folders import DataPreparationError, build_dir_atomically, image_key, run_jobs
 
 
 def bicubic_downscale(img, scale):
@@ -22,12 +23,12 @@ def bicubic_downscale(img, scale):
 def _write_bicubic(job):
     hr_path, out_dir, scale = job
     out = osp.join(out_dir, image_key(hr_path) + '.png')
-    cv2.imwrite(out, bicubic_downscale(read_image(hr_path), scale))
+    cv2.imwrite(out, bicubic_downscale(read_image(hr_path, orient=False, error=DataPreparationError), scale))
 
 
 def make_bicubic_lr(hr_dir, lr_dir, scale, workers=1, overwrite=False):
     """Create ``lr_dir`` with the MATLAB-bicubic x``scale`` LR image of every HR image (PNG, same key)."""
-    jobs = lambda tmp: [(p, tmp, scale) for p in list_images(hr_dir)]  # noqa: E731
+    jobs = lambda tmp: [(p, tmp, scale) for p in list_images(hr_dir, error=DataPreparationError)]  # noqa: E731
     return build_dir_atomically(lr_dir, lambda tmp: run_jobs(_write_bicubic, jobs(tmp), workers, f'bicubic x{scale}'),
                                 overwrite)
 

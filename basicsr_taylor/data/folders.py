@@ -1,4 +1,9 @@
-"""Image folders for data preparation: listing, LMDB keys, sizes, folders built atomically, progress over jobs."""
+"""Image folders for data preparation: LMDB keys, sizes, folders built atomically, progress over jobs.
+
+Images are listed and read with utils.image_io's ``list_images(folder, error=DataPreparationError)`` and
+``read_image(path, orient=False, error=DataPreparationError)``: the pixels as stored, as BasicSR's preparation
+reads them and as :func:`image_size` measures them.
+"""
 import os
 import os.path as osp
 import shutil
@@ -6,25 +11,12 @@ import sys
 import time
 from multiprocessing import Pool
 
-import cv2
 from PIL import Image
 from tqdm import tqdm
-
-from ..utils import image_io
 
 
 class DataPreparationError(ValueError):
     """A problem with the input data (missing folder, unreadable image, size mismatch)."""
-
-
-def list_images(folder):
-    """Sorted image file paths in ``folder`` (not recursive; extensions in any case)."""
-    if not osp.isdir(folder):
-        raise DataPreparationError(f'image folder not found: {folder}')
-    files = image_io.list_images(folder)
-    if not files:
-        raise DataPreparationError(f'no images ({", ".join(image_io.IMAGE_EXTENSIONS)}) in {folder}')
-    return files
 
 
 def image_key(path, scale=None):
@@ -36,14 +28,6 @@ def image_key(path, scale=None):
         raise DataPreparationError(f'image name {osp.basename(path)!r} cannot be an LMDB key '
                                    '(BasicSR needs ASCII names without dots or spaces): rename it')
     return key
-
-
-def read_image(path):
-    """cv2.imread (BGR, any depth), with a clear error for an unreadable file."""
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DataPreparationError(f'cannot read image {path}')
-    return img
 
 
 def image_size(path):

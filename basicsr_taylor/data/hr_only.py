@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from ..utils.files import write_atomically
-from .folders import DataPreparationError, build_dir_atomically, image_key, image_size, list_images, read_image, \
-    run_jobs
+from ..utils.image_io import list_images, read_image
+from .folders import DataPreparationError, build_dir_atomically, image_key, image_size, run_jobs
 from .lmdb_files import make_lmdb
 from .sub_images import _write_sub_images
 
@@ -48,14 +48,14 @@ def multiscale_sizes(height, width):
 
 def _write_multiscale(job):
     path, out_dir = job
-    img, key = read_image(path), image_key(path)
+    img, key = read_image(path, orient=False, error=DataPreparationError), image_key(path)
     for idx, (width, height) in enumerate(multiscale_sizes(*img.shape[:2])):
         cv2.imwrite(osp.join(out_dir, f'{key}T{idx}.png'), lanczos_resize(img, width, height))
 
 
 def make_multiscale(hr_dir, out_dir, workers=1, overwrite=False):
     """Real-ESRGAN's multiscale HR step: ``out_dir`` gets the smaller copies of every image of ``hr_dir``."""
-    paths = list_images(hr_dir)
+    paths = list_images(hr_dir, error=DataPreparationError)
     return build_dir_atomically(
         out_dir, lambda tmp: run_jobs(_write_multiscale, [(p, tmp) for p in paths], workers, 'multiscale'), overwrite)
 
@@ -66,7 +66,7 @@ def extract_hr_sub_images(source_dirs, out_dir, crop=400, step=200, align=1, wor
         raise DataPreparationError(f'crop={crop} and step={step} must be positive multiples of align={align}')
     jobs, owners = [], {}
     for folder in source_dirs:
-        for path in list_images(folder):
+        for path in list_images(folder, error=DataPreparationError):
             key = image_key(path)
             if key in owners:
                 raise DataPreparationError(f'two images give the sub-image names {key}_s*.png: {owners[key]} and '
@@ -80,7 +80,8 @@ def extract_hr_sub_images(source_dirs, out_dir, crop=400, step=200, align=1, wor
 
 def write_meta_info(sub_dir, root, meta_path):
     """Real-ESRGAN's meta_info file: the PNGs of ``sub_dir``, one path relative to ``root`` per line."""
-    names = [osp.relpath(path, root) for path in list_images(sub_dir) if path.endswith('.png')]
+    names = [osp.relpath(path, root) for path in list_images(sub_dir, error=DataPreparationError)
+             if path.endswith('.png')]
     write_atomically(meta_path, ''.join(f'{name}\n' for name in names))
     return meta_path
 
@@ -88,7 +89,7 @@ def write_meta_info(sub_dir, root, meta_path):
 def prepare_hr_only(hr_dir, out_dir, crop=400, step=200, align=1, multiscale=False, workers=1, overwrite=False,
                     lmdb=True):
     """All of it for an HR folder; returns {'sub_dir', 'meta_info', 'lmdb' (None without), 'multiscale_dir'}."""
-    list_images(hr_dir)  # a clear error for a missing or empty folder
+    list_images(hr_dir, error=DataPreparationError)  # a clear error for a missing or empty folder
     name = osp.basename(osp.normpath(hr_dir)) + ('_multiscale' if multiscale else '')
     sources, multiscale_dir = [hr_dir], None
     if multiscale:

@@ -6,8 +6,9 @@ folder or LMDB that looks finished, and a second run skips what is already there
 import os
 import os.path as osp
 
+from ..utils.image_io import list_images
 from .bicubic import make_bicubic_lr
-from .folders import DataPreparationError, list_images
+from .folders import DataPreparationError
 from .lmdb_files import make_lmdb
 from .sub_images import check_sub_image_sizes, extract_sub_images, sub_dir_names
 
@@ -19,7 +20,7 @@ def prepare(hr_dir, lr_template, out_dir, scales=(2, 3, 4), crop=480, step=240, 
     ``lr_template`` is the LR folder with ``{scale}`` in it (e.g. ``.../DIV2K_train_LR_bicubic/X{scale}``).
     """
     check_sub_image_sizes(scales, crop, step, align)  # before any work (an LR folder took minutes)
-    list_images(hr_dir)  # clear error for a missing or empty HR folder
+    list_images(hr_dir, error=DataPreparationError)  # clear error for a missing or empty HR folder
     if '{scale}' not in lr_template and len(scales) > 1:
         raise DataPreparationError(f'the LR folder {lr_template!r} needs a {{scale}} placeholder for several scales')
     os.makedirs(out_dir, exist_ok=True)

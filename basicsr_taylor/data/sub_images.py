@@ -5,8 +5,8 @@ import os.path as osp
 import cv2
 import numpy as np
 
-from .folders import (DataPreparationError, build_dir_atomically, image_key, image_size, list_images, read_image,
-                      run_jobs)
+from ..utils.image_io import list_images, read_image
+from .folders import DataPreparationError, build_dir_atomically, image_key, image_size, run_jobs
 
 PNG_COMPRESSION = 3  # BasicSR's extract_subimages default
 
@@ -36,7 +36,7 @@ def sub_image_boxes(height, width, crop, step, align):
 
 def _write_sub_images(job):
     path, key, hr_size, scale, crop, step, align, out_dir = job
-    img = read_image(path)
+    img = read_image(path, orient=False, error=DataPreparationError)
     if scale > 1:  # LR: must be HR / scale (floor or ceil, as MATLAB's imresize gives either)
         expected = [(math.floor(n / scale), math.ceil(n / scale)) for n in hr_size]
         if not all(lo <= got <= hi for got, (lo, hi) in zip(img.shape[:2], expected)):
@@ -66,8 +66,8 @@ def extract_sub_images(hr_dir, src_dir, out_dir, scale=1, crop=480, step=240, al
     Boxes come from the HR image sizes in ``hr_dir``, so HR and LR sub-images share names and positions.
     """
     check_sub_image_sizes((scale, ), crop, step, align)
-    hr_files = list_images(hr_dir)
-    src = {image_key(p, scale): p for p in list_images(src_dir)} if scale > 1 else None
+    hr_files = list_images(hr_dir, error=DataPreparationError)
+    src = {image_key(p, scale): p for p in list_images(src_dir, error=DataPreparationError)} if scale > 1 else None
     jobs = []
     for hr_path in hr_files:
         key = image_key(hr_path)

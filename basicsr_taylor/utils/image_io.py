@@ -1,7 +1,11 @@
 """Read, list and write images as they come: 8/16-bit, grayscale, alpha, EXIF orientation; atomic writes.
 
+The one ``list_images`` and the one ``read_image`` of the package (inference, data preparation, option checks).
 OpenCV reads the pixels with IMREAD_UNCHANGED (keeps 16 bits and alpha) but then ignores the EXIF orientation
-tag, which OpenCV only applies in its 8-bit colour/gray modes. The tag is read with Pillow and applied here.
+tag, which OpenCV only applies in its 8-bit colour/gray modes. The tag is read with Pillow and applied here for
+the photos a user upscales (``orient=True``, the default); data preparation reads the pixels as stored
+(``orient=False``), as BasicSR's own preparation (``lmdb_util``, ``extract_subimages``: cv2.IMREAD_UNCHANGED)
+does and as the sizes it plans crops with (Pillow's header size) are.
 """
 import os
 from os import path as osp
@@ -46,24 +50,26 @@ def apply_orientation(image, orientation):
     return np.ascontiguousarray(transforms[orientation](image))
 
 
-def read_image(image_path):
-    """An upright (H, W) or (H, W, 3|4) BGR[A] uint8/uint16 array. Raises ImageReadError if it cannot be decoded."""
+def read_image(image_path, orient=True, error=ImageReadError):
+    """An (H, W) or (H, W, 3|4) BGR[A] uint8/uint16 array, turned upright by its EXIF orientation unless
+    ``orient=False`` (the pixels as stored). Raises ``error`` (an exception class, ImageReadError by default)
+    with a one-line message if the file cannot be read or decoded."""
     try:
         data = np.fromfile(image_path, dtype=np.uint8)  # np.fromfile + imdecode: also non-ASCII paths
-    except OSError as error:
-        raise ImageReadError(f'cannot read {image_path}: {error}') from error
+    except OSError as err:
+        raise error(f'cannot read image {image_path}: {err}') from err
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        raise ImageReadError(f'cannot decode {image_path}: not an image, corrupt, or an unsupported format')
+        raise error(f'cannot read image {image_path}: not an image, corrupt, or an unsupported format')
     if image.dtype not in PIXEL_MAX:
-        raise ImageReadError(f'{image_path} has {image.dtype} pixels; only 8- and 16-bit images are supported')
+        raise error(f'{image_path} has {image.dtype} pixels; only 8- and 16-bit images are supported')
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] == 2:  # gray + alpha (from TIFF): as BGRA
         image = np.dstack([image[:, :, 0]] * 3 + [image[:, :, 1]])
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise ImageReadError(f'{image_path} has shape {image.shape}; expected gray, BGR or BGRA')
-    return apply_orientation(image, exif_orientation(image_path))
+        raise error(f'{image_path} has shape {image.shape}; expected gray, BGR or BGRA')
+    return apply_orientation(image, exif_orientation(image_path)) if orient else image
 
 
 def to_unit_float(image):
@@ -83,10 +89,23 @@ def is_image_file(name):
     return osp.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not osp.basename(name).startswith('.')
 
 
-def list_images(folder):
-    """Sorted paths of the image files directly in ``folder`` (extensions in any case; hidden files skipped)."""
-    return sorted(osp.join(folder, name) for name in os.listdir(folder) if is_image_file(name)
-                  and osp.isfile(osp.join(folder, name)))
+def list_images(path, error=None, files=False):
+    """Sorted paths of the image files directly in folder ``path`` (extensions in any case; hidden files skipped);
+    with ``files=True`` a file ``path`` gives ``[path]`` (a command's input: one image or a folder of them).
+
+    With ``error`` (an exception class, e.g. data preparation's DataPreparationError) a missing folder and a folder
+    without images raise it with a one-line message; without, a missing path raises FileNotFoundError and a folder
+    without images gives [].
+    """
+    if files and osp.isfile(path):
+        return [path]
+    if not osp.isdir(path):
+        raise (error or FileNotFoundError)(f'image folder not found: {path}')
+    found = sorted(osp.join(path, name) for name in os.listdir(path) if is_image_file(name)
+                   and osp.isfile(osp.join(path, name)))
+    if not found and error is not None:
+        raise error(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in {path}')
+    return found
 
 
 def write_image(image, image_path):

@@ -8,16 +8,15 @@ import importlib
 import os
 import os.path as osp
 import random
-import re
 import sys
 import warnings
 
-import yaml
 from PIL import Image
 
 from . import compat, precision, pretrained
 from .cli import accept_dashed_local_rank, pipeline_parser
 from .image_io import list_images
+from .option_file import apply_force_yml, read_option_file
 from .option_keys import OptionError, _registered, check_keys
 from .real_esrgan_options import check_real_esrgan, check_real_esrgan_dataset
 
@@ -218,65 +217,6 @@ def resolve_bundled_model(opt):
             path['pretrain_network_g'] = resolve(path['pretrain_network_g'], bare_names=False)
         except ZooError as err:
             raise OptionError(f'path:pretrain_network_g: {err}') from None
-
-
-def _yaml_error(err):
-    mark = getattr(err, 'problem_mark', None)
-    where = f'line {mark.line + 1}: ' if mark is not None else ''
-    problem = getattr(err, 'problem', None) or str(err).splitlines()[0]
-    if 'python/' in problem:
-        problem += ' (option files are read with a safe YAML loader: tags that build Python objects are refused)'
-    return where + problem
-
-
-def read_option_file(path):
-    """The option file as an OrderedDict, parsed with the safe loader; :class:`OptionError` naming the file (and
-    the YAML line) if it cannot be read or parsed."""
-    try:
-        with open(path) as f:
-            opt = yaml.load(f, Loader=compat.SafeOrderedLoader)
-    except OSError as err:
-        raise OptionError(f'{path}: cannot read the option file: {err.strerror or err}') from None
-    except yaml.YAMLError as err:
-        raise OptionError(f'{path}: {_yaml_error(err)}') from None
-    if not isinstance(opt, dict):
-        raise OptionError(f'{path}: not a YAML mapping of options')
-    return opt
-
-
-def _force_yml_value(text):
-    """A --force_yml value as YAML (safe loader: no Python objects); 'none' means None and 1e-4 is a number, as
-    in BasicSR's _postprocess_yml_value, which eval()-ed values starting with '['."""
-    if text.lower() == 'none':
-        return None
-    value = yaml.load(text, Loader=compat.SafeOrderedLoader)
-    if isinstance(value, str) and re.fullmatch(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+', value):
-        return float(value)
-    return value
-
-
-def apply_force_yml(opt, entries):
-    """Set each ``KEY:SUBKEY=VALUE`` of --force_yml in ``opt``; return {'key:path': entry}. The sections on the
-    way must exist; whether the last key is known is checked with the rest of the file (check_options)."""
-    forced = {}
-    for entry in entries or ():
-        keys, sep, text = entry.partition('=')
-        path = [key.strip() for key in keys.split(':')]
-        if not sep or not all(path):
-            raise OptionError(f'--force_yml {entry}: expected KEY:SUBKEY=VALUE, e.g. train:total_iter=1000')
-        try:
-            value = _force_yml_value(text.strip())
-        except yaml.YAMLError as err:
-            raise OptionError(f'--force_yml {entry}: {_yaml_error(err)}') from None
-        node = opt
-        for depth, key in enumerate(path[:-1]):
-            if not isinstance(node.get(key), dict):
-                raise OptionError(f'--force_yml {entry}: {":".join(path[:depth + 1])} is not a section of the option '
-                                  'file')
-            node = node[key]
-        node[path[-1]] = value
-        forced[':'.join(path)] = entry
-    return forced
 
 
 def parse_options(root_path, is_train=True):

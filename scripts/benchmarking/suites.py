@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from basicsr_taylor import TaylorSwinIR, taylor_shift_attention
 from basicsr_taylor.archs.shifted_windows import shifted_window_regions
-from basicsr_taylor.ops.taylor_shift import auto_form
+from basicsr_taylor.ops.taylor_shift.interface import auto_form
 
 from .measure import is_oom, measure
 

@@ -11,12 +11,22 @@
     triton_form.py     form="triton": the kernels in an autograd Function (CUDA; imported only for that form)
     triton_aot.py      the kernels compiled ahead of time for a GPU architecture, without a GPU (tests, scripts)
     flex.py            the direct form by torch's FlexAttention (imported only for form="flex")
-"""
-from .features import taylor_feature_dim
-from .interface import (DEFAULT_ORDER, EFFICIENT_ORDERS, FORMS, ORDERS, auto_form, auto_form_of_order, auto_threshold,
-                        check_order, crossover_tokens, exportable, is_exportable, odd_order_temperature,
-                        taylor_shift_attention)
 
-__all__ = ['DEFAULT_ORDER', 'EFFICIENT_ORDERS', 'FORMS', 'ORDERS', 'auto_form', 'auto_form_of_order', 'auto_threshold',
-           'check_order', 'crossover_tokens', 'exportable', 'is_exportable', 'odd_order_temperature',
-           'taylor_feature_dim', 'taylor_shift_attention']
+What a user calls is exported here; everything else is imported from its own module
+(``from basicsr_taylor.ops.taylor_shift.interface import auto_form, check_order``):
+
+    taylor_shift_attention   the op
+    exportable               the graph-export switch (torch.export / ONNX run the naive forms)
+    RegionChunks             the region layout ``taylor_shift_attention(..., regions=...)`` takes
+    FORMS, ORDERS            the valid ``form`` and ``order`` arguments (the architectures check their options
+                             against them and name them in their errors)
+    DEFAULT_ORDER            the default ``order`` (also the architectures' ``taylor_order`` default)
+
+Internals (``auto_form``, ``auto_threshold``, ``crossover_tokens``, ``check_order``, ``odd_order_temperature``,
+``is_exportable``, ``EFFICIENT_ORDERS`` in ``interface``; ``taylor_feature_dim`` in ``features``; the block plan in
+``blocks``) are the op's own choices and may change between versions.
+"""
+from .interface import DEFAULT_ORDER, FORMS, ORDERS, exportable, taylor_shift_attention
+from .regions import RegionChunks
+
+__all__ = ['DEFAULT_ORDER', 'FORMS', 'ORDERS', 'RegionChunks', 'exportable', 'taylor_shift_attention']
