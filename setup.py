@@ -67,7 +67,10 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['basicsr_taylor', 'basicsr_taylor.*']),
-    package_data={'basicsr_taylor.zoo': ['*.pth', '*.json']},  # the bundled models: weights and models.json
+    package_data={
+        'basicsr_taylor.zoo': ['*.pth', '*.json'],  # the bundled models: weights and models.json
+        'basicsr_taylor.utils': ['basicsr_keys.json'],  # the option keys BasicSR's classes read (option_keys.py)
+    },
     py_modules=['basicsr_taylor_hook'],  # the import hook basicsr_taylor_hook.pth installs (no torch import)
     cmdclass=CMDCLASS,
     python_requires='>=3.9',

@@ -2,6 +2,9 @@
 section is a one-line error with a did-you-mean, a missing required key is a one-line error, and --force_yml is
 parsed as YAML (never run) with unknown keys refused."""
 import copy
+import functools
+import inspect
+import json
 import os
 import re
 import sys
@@ -11,7 +14,7 @@ import pytest
 import basicsr_taylor  # noqa: F401  (registers TaylorSwinIR)
 from basicsr_taylor.quickstart import options_for_test, quickstart_options
 from basicsr_taylor.utils import option_keys
-from basicsr_taylor.utils.option_keys import OptionError, check_keys
+from basicsr_taylor.utils.option_keys import OptionError, check_dataset_keys, check_keys
 from basicsr_taylor.utils.options import apply_force_yml, run_basicsr_pipeline
 from conftest import change_options
 
@@ -183,3 +186,86 @@ def test_a_cosine_schedule_must_cover_total_iter():
         check_schedule(opt)
     apply_force_yml(opt, ['train:scheduler:restart_weights=[1, 0.5]'])
     check_schedule(opt)
+
+
+def test_the_key_table_is_what_the_installed_basicsr_reads():
+    """basicsr_keys.json (scripts/option_key_table.py) against a fresh scan of the installed BasicSR's source."""
+    with open(option_keys.TABLE, encoding='utf-8') as f:
+        checked_in = f.read()
+    table = option_keys.build_key_table()
+    assert table['basicsr_version'] == '1.4.2'
+    assert 'basicsr.models.sr_model.SRModel' in table['models']
+    assert 'basicsr.data.paired_image_dataset.PairedImageDataset' in table['datasets']
+    assert checked_in == option_keys.dump_key_table(table), 'run scripts/option_key_table.py'
+
+
+@pytest.mark.parametrize('kind, name, section, key, option', [
+    ('datasets', 'basicsr.data.paired_image_dataset.PairedImageDataset', None, 'gt_size', 'datasets:train:gt_size'),
+    ('models', 'basicsr.models.sr_model.SRModel', 'train', 'pixel_opt', 'train:pixel_opt'),
+])
+def test_a_key_removed_from_the_table_is_unknown(tmp_path, monkeypatch, kind, name, section, key, option):
+    """The check reads the table: without the key there, the option file that uses it fails."""
+    check_keys(train_options())
+    with open(option_keys.TABLE, encoding='utf-8') as f:
+        table = json.load(f)
+    entry = table[kind][name]
+    del (entry['reads'] if section is None else entry['sections'][section])[key]
+    path = tmp_path / 'basicsr_keys.json'
+    path.write_text(json.dumps(table), encoding='utf-8')
+    monkeypatch.setattr(option_keys, 'key_table', functools.partial(option_keys.key_table, str(path)))
+    with pytest.raises(OptionError) as err:
+        check_keys(train_options())
+    assert re.fullmatch(f'{option}: unknown key; [^\n]+', str(err.value)), str(err.value)
+
+
+def test_basicsr_classes_are_checked_without_reading_their_source(monkeypatch):
+    def no_source(obj):
+        raise AssertionError(f'read the source of {obj!r}')
+
+    monkeypatch.setattr(inspect, 'getsource', no_source)
+    opt = train_options()
+    assert opt['model_type'] == 'SRModel' and opt['datasets']['train']['type'] == 'PairedImageDataset'
+    check_keys(opt)
+    test = options_for_test(train_options(), 'model.pth')
+    test['is_train'] = False
+    check_keys(test)
+    with pytest.raises(OptionError, match="^datasets:train:gt_sise: unknown key; did you mean 'gt_size'"):
+        check_keys(train_options(**{'datasets:train:gt_sise': 64}))
+
+
+from basicsr.data.paired_image_dataset import PairedImageDataset  # noqa: E402
+
+
+class KeyTableTestDataset(PairedImageDataset):
+    """A user's dataset (not in the table): its own keys from its source, its base's from the table."""
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.extra = opt.get('keytable_extra', 1), opt['keytable_root']
+
+
+def test_a_class_not_in_the_table_is_read_from_its_source(monkeypatch):
+    from basicsr.utils.registry import DATASET_REGISTRY
+    name = KeyTableTestDataset.__name__
+    assert name not in DATASET_REGISTRY
+    getsource = inspect.getsource
+
+    def own_source_only(obj):  # BasicSR's classes come from the table
+        assert obj in (KeyTableTestDataset, KeyTableTestDataset.__init__), f'read the source of {obj!r}'
+        return getsource(obj)
+
+    monkeypatch.setattr(inspect, 'getsource', own_source_only)
+    DATASET_REGISTRY.register(KeyTableTestDataset)
+    try:
+        dataset = dict(train_options()['datasets']['val'], type=name, keytable_root='x', keytable_extra=2)
+        check_dataset_keys('val', dataset, True)
+        check_dataset_keys('val', dict(dataset, filename_tmpl='{}'), True)  # PairedImageDataset's, from the table
+        with pytest.raises(OptionError, match="^datasets:val:keytable_extr: unknown key; did you mean "
+                           "'keytable_extra'"):
+            check_dataset_keys('val', dict(dataset, keytable_extr=2), True)
+        del dataset['keytable_root']
+        with pytest.raises(OptionError, match='^datasets:val:keytable_root is missing$'):
+            check_dataset_keys('val', dataset, True)
+    finally:
+        DATASET_REGISTRY._obj_map.pop(name, None)  # BasicSR's Registry has no unregister
+    assert name not in DATASET_REGISTRY

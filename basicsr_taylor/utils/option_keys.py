@@ -13,11 +13,18 @@ often after it has created experiments/<name>. Where the code tells, the keys co
 - the pipeline's own keys (basicsr/train.py, test.py, utils/options.py, utils/logger.py, data/__init__.py): the
   tables below.
 
+What BasicSR's own model and dataset classes read comes from ``basicsr_keys.json`` beside this module (written by
+scripts/option_key_table.py from the installed BasicSR, checked against it by tests/test_option_keys.py); their
+source is read only for the classes not in it (the plugin's, a user's) or under another BasicSR version.
+
 To accept more keys (a new plugin option), add them to a table here or call :func:`accept`.
 """
 import difflib
+import functools
 import inspect
+import json
 import re
+from os import path as osp
 
 
 class OptionError(ValueError):
@@ -68,28 +75,110 @@ _SECTION = re.compile(r"""(?:(?<![\w.])(?:self\.)?opt\[['"](\w+)['"]\]|\b(train|
                       r"""(?:\[['"](\w+)['"]\]|\.get\(['"](\w+)['"])""")
 
 
-def _sources(cls, method=None):
+TABLE = osp.join(osp.dirname(osp.abspath(__file__)), 'basicsr_keys.json')
+
+
+def _bases(cls):
+    """``cls`` and its bases whose source may read options (up to torch's and Python's own classes)."""
     for klass in inspect.getmro(cls):
         if klass.__module__.split('.')[0] in ('torch', 'builtins'):
             break
-        try:
-            yield inspect.getsource(getattr(klass, method) if method else klass)
-        except (OSError, TypeError, AttributeError):
-            continue
+        yield klass
+
+
+def _own_source(klass, method=None):
+    """The source of ``klass``, or of ``method`` where ``klass`` itself defines it; '' where there is none."""
+    try:
+        if method is None:
+            return inspect.getsource(klass)
+        return inspect.getsource(getattr(klass, method)) if method in vars(klass) else ''
+    except (OSError, TypeError, AttributeError):
+        return ''
+
+
+def _note(table, key, optional):
+    table[key] = 'optional' if optional or table.get(key) == 'optional' else 'subscript'
+
+
+def _scan(source):
+    """({key: 'subscript' | 'optional'}, {section: {key: ...}}) of what ``source`` reads of its opt."""
+    top, sections = {}, {}
+    for sub, get, contains in _READ.findall(source):
+        _note(top, sub or get or contains, not sub)
+    for section, prefixed, sub, get in _SECTION.findall(source):
+        _note(sections.setdefault(section or prefixed, {}), sub or get, not sub)
+    return top, sections
+
+
+def class_record(klass):
+    """What ``klass`` itself reads (its bases not included), from its source: one entry of the key table."""
+    reads, sections = _scan(_own_source(klass))
+    init_reads, _ = _scan(_own_source(klass, '__init__'))
+    optimizers = set(re.findall(r"optim_type == '(\w+)'", _own_source(klass, 'get_optimizer')))
+    schedulers = set(re.findall(r"'(\w+)'", _own_source(klass, 'setup_schedulers'))) - {'scheduler', 'type'}
+    record = dict(reads=reads, sections=sections, init_reads=init_reads, optimizers=sorted(optimizers),
+                  schedulers=sorted(schedulers))
+    return {name: value for name, value in record.items() if value}
+
+
+def _qualified(klass):
+    return f'{klass.__module__}.{klass.__qualname__}'
+
+
+def build_key_table():
+    """The key table of the installed BasicSR: every class of its MODEL_REGISTRY and DATASET_REGISTRY (and their
+    bases) whose module is BasicSR's, read from the source (scripts/option_key_table.py writes it)."""
+    import basicsr
+    import basicsr.data  # noqa: F401  (registers the datasets)
+    import basicsr.models  # noqa: F401  (registers the models)
+    from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
+    table = {'basicsr_version': basicsr.__version__}
+    for kind, registry in (('models', MODEL_REGISTRY), ('datasets', DATASET_REGISTRY)):
+        table[kind] = {_qualified(klass): class_record(klass)
+                       for _, cls in sorted(iter(registry)) if cls.__module__.startswith('basicsr.')
+                       for klass in _bases(cls) if klass.__module__.startswith('basicsr.')}
+    return table
+
+
+def dump_key_table(table):
+    """The table as the checked-in file holds it (sorted keys, stable)."""
+    return json.dumps(table, indent=1, sort_keys=True) + '\n'
+
+
+@functools.lru_cache(maxsize=None)
+def key_table(path=TABLE):
+    """{qualified class name: entry} of the checked-in table; empty where it is missing or made for another
+    BasicSR version than the installed one (the classes' source is read then)."""
+    import basicsr
+    try:
+        with open(path, encoding='utf-8') as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if table.get('basicsr_version') != basicsr.__version__:
+        return {}
+    return {**table.get('models', {}), **table.get('datasets', {})}
+
+
+def _records(cls):
+    """The table's entries of ``cls`` and its bases; a class not in it (the plugin's, a user's) from its source."""
+    table = key_table()
+    for klass in _bases(cls):
+        record = table.get(_qualified(klass)) if klass.__module__.startswith('basicsr.') else None
+        yield class_record(klass) if record is None else record
 
 
 def keys_read(cls, method=None):
-    """({key: 'subscript' | 'optional'}, {(section, key): ...}) of what ``cls`` (and its bases) read of its opt."""
+    """({key: 'subscript' | 'optional'}, {(section, key): ...}) of what ``cls`` (and its bases) read of its opt;
+    ``method`` '__init__': what their ``__init__`` reads (top level only)."""
+    assert method in (None, '__init__'), method
     top, sections = {}, {}
-
-    def note(table, key, optional):
-        table[key] = 'optional' if optional or table.get(key) == 'optional' else 'subscript'
-
-    for source in _sources(cls, method):
-        for sub, get, contains in _READ.findall(source):
-            note(top, sub or get or contains, not sub)
-        for section, prefixed, sub, get in _SECTION.findall(source):
-            note(sections, (section or prefixed, sub or get), not sub)
+    for record in _records(cls):
+        for key, how in record.get('reads' if method is None else 'init_reads', {}).items():
+            _note(top, key, how == 'optional')
+        for section, keys in (record.get('sections', {}) if method is None else {}).items():
+            for key, how in keys.items():
+                _note(sections, (section, key), how == 'optional')
     return top, sections
 
 
@@ -162,7 +251,7 @@ class _Lookup(dict):
 def _optimizers(model_cls):
     """The optimizer types the model's get_optimizer accepts (BasicSR 1.4.2: Adam only), as classes."""
     import torch
-    names = set(re.findall(r"optim_type == '(\w+)'", ''.join(_sources(model_cls, 'get_optimizer'))))
+    names = {name for record in _records(model_cls) for name in record.get('optimizers', ())}
     names = names or {n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)}
     return _Lookup({n: getattr(torch.optim, n) for n in names if hasattr(torch.optim, n)})
 
@@ -170,7 +259,7 @@ def _optimizers(model_cls):
 def _schedulers(model_cls):
     """The scheduler types the model's setup_schedulers accepts, as classes of basicsr.models.lr_scheduler."""
     from basicsr.models import lr_scheduler
-    names = set(re.findall(r"'(\w+)'", ''.join(_sources(model_cls, 'setup_schedulers')))) - {'scheduler', 'type'}
+    names = {name for record in _records(model_cls) for name in record.get('schedulers', ())}
     return _Lookup({n: getattr(lr_scheduler, SCHEDULERS.get(n, n)) for n in names
                     if hasattr(lr_scheduler, SCHEDULERS.get(n, n))})
 
