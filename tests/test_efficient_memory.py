@@ -105,3 +105,30 @@ def test_half_value_scales_keep_the_denominator_column_a_normal_float16(tokens):
     factor, ones = value_scales(torch.empty(1, tokens, 4, dtype=torch.float16))
     assert factor == 1 / tokens and ones >= torch.finfo(torch.float16).tiny and ones * tokens <= 4
     assert value_scales(torch.empty(1, tokens, 4)) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize('window, lr_size', [(3, 9), (7, 14), (5, 15)])
+def test_padded_odd_windows_equal_the_unpadded_network(monkeypatch, one_thread, window, lr_size):
+    """Output and every parameter gradient of TaylorSwinIR at an odd window, its shifted regions padded to whole
+    chunks (efficient and direct forms), against the same network on the unpadded token layout (direct form,
+    region ids per token), in float64: padding changes nothing but the cost."""
+    from basicsr_taylor.archs import shifted_windows
+    torch.manual_seed(0)
+    net = TaylorSwinIR(upscale=2, embed_dim=12, depths=[2], num_heads=[2], window_size=window, mlp_ratio=2,
+                       upsampler='pixelshuffle', drop_path_rate=0.).double()  # no random drop path
+    x = torch.rand(2, 3, lr_size, lr_size, dtype=torch.float64)
+
+    def run(form):
+        for module in net.modules():
+            if hasattr(module, 'form'):
+                module.form = form
+        net.zero_grad()
+        out = net(x)
+        out.square().mean().backward()
+        return [out.detach()] + [p.grad.clone() for p in net.parameters()]
+    padded = {form: run(form) for form in ('efficient', 'direct')}
+    monkeypatch.setattr(shifted_windows, 'needs_padding', lambda *args: False)
+    reference = run('direct')
+    for form, results in padded.items():
+        for got, expected in zip(results, reference):
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-10, msg=form)

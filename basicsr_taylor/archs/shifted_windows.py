@@ -5,7 +5,7 @@ import math
 import torch
 from basicsr.archs.swinir_arch import window_partition
 
-from ..ops.taylor_shift.regions import RegionChunks, permute_rows
+from ..ops.taylor_shift.regions import PADDING_REGION, RegionChunks, permute_rows
 from ..utils.tracing import cache_unless_tracing
 
 
@@ -61,8 +61,8 @@ class PaddedWindows:
     0 as keys). ``gather`` (B·nW, N, f) -> (B·nW, L, f) before the attention, ``scatter`` back after it; ``chunks``:
     the :class:`RegionChunks` (with key weights and the real token count) the attention takes."""
 
-    def __init__(self, chunks, source, slot):
-        self.chunks, self.source, self.slot = chunks, source, slot
+    def __init__(self, chunks, source, slot, real):
+        self.chunks, self.source, self.slot, self.real = chunks, source, slot, real
 
     def _rows(self, index, batch):
         return index if batch == index.shape[0] else index.repeat(batch // index.shape[0], 1)
@@ -72,21 +72,21 @@ class PaddedWindows:
         return permute_rows(windows, self._rows(self.source, b), self._rows(self.slot, b))
 
     def scatter(self, windows):
-        b = windows.shape[0]
-        weight = self.chunks.key_weights(b, 2)
-        return permute_rows(windows, self._rows(self.slot, b), self._rows(self.source, b), weight)
+        b = windows.shape[0]  # padding slots get no gradient: ``real`` is 1 on each token's own slot only
+        return permute_rows(windows, self._rows(self.slot, b), self._rows(self.source, b), self._rows(self.real, b))
 
 
 @cache_unless_tracing(maxsize=16)
 def _window_type_layouts(window_size, shift_size, device):
-    """(source (4, L), slot (4, N), key weight (4, L), chunk regions (4, C), chunk) of the four kinds of window of a
+    """(source (4, L), slot (4, N), key weight (4, L), real (4, L), chunk regions (4, C), chunk) of the four kinds of
+    window of a
     map rolled by -shift (2·[last row of windows] + [last column]): tokens sorted by region (ids as
     :func:`shifted_region_ids`), each region padded to whole chunks of max(window - shift, shift)² slots."""
     n = window_size
     chunk = max(n - shift_size, shift_size) ** 2
     num_chunks = max(4, -(-n * n // chunk))
     length = num_chunks * chunk
-    sources, slots, weights, regions = [], [], [], []
+    sources, slots, weights, reals, regions = [], [], [], [], []
     for kind in range(4):
         rows = [2 * int(kind >= 2 and r >= n - shift_size) for r in range(n)]
         cols = [int(kind % 2 == 1 and c >= n - shift_size) for c in range(n)]
@@ -101,26 +101,29 @@ def _window_type_layouts(window_size, shift_size, device):
                 source.append(tokens[j] if j < len(tokens) else tokens[0])
                 weight.append(1.0 if j < len(tokens) else 0.0)
             chunk_ids += [region] * (padded // chunk)
+        real = list(weight)  # the tokens' own slots
         pad = length - len(source)  # whole chunks of padding at the end: a region of their own (weight 1, so
-        source, weight, chunk_ids = source + [0] * pad, weight + [1.0] * pad, chunk_ids + [4] * (pad // chunk)
-        sources.append(source), slots.append(slot), weights.append(weight), regions.append(chunk_ids)
+        source, weight, real = source + [0] * pad, weight + [1.0] * pad, real + [0.0] * pad
+        chunk_ids += [PADDING_REGION] * (pad // chunk)
+        sources.append(source), slots.append(slot), weights.append(weight), reals.append(real)
+        regions.append(chunk_ids)
     # that their own queries have keys: no real token sees them)
     as_tensor = lambda x, dtype: torch.tensor(x, dtype=dtype, device=device)  # noqa: E731
     return (as_tensor(sources, torch.long), as_tensor(slots, torch.long), as_tensor(weights, torch.float32),
-            as_tensor(regions, torch.long), chunk)
+            as_tensor(reals, torch.float32), as_tensor(regions, torch.long), chunk)
 
 
 def padded_window_layout(height, width, window_size, shift_size, device):
     """The :class:`PaddedWindows` of a (H, W) map rolled by -shift_size: every window in 4 chunks of
     max(window - shift, shift)² slots (an odd window pads to its even neighbour's size, e.g. 23² -> 4·12²), built
     from the sizes (the four kinds of window cached per window and shift), once per forward."""
-    source, slot, weight, regions, chunk = _window_type_layouts(window_size, shift_size, torch.device(device))
+    source, slot, weight, real, regions, chunk = _window_type_layouts(window_size, shift_size, torch.device(device))
     rows, cols = height // window_size, width // window_size
     last_row = (torch.arange(rows, device=device) == rows - 1).long()
     last_col = (torch.arange(cols, device=device) == cols - 1).long()
     kind = (2 * last_row[:, None] + last_col[None, :]).flatten()  # (nW,) in window_partition's order
     chunks = RegionChunks(regions[kind], chunk, key_weight=weight[kind], real_tokens=window_size * window_size)
-    return PaddedWindows(chunks, source[kind], slot[kind])
+    return PaddedWindows(chunks, source[kind], slot[kind], real[kind])
 
 
 def shifted_window_regions(height, width, window_size, shift_size, device):

@@ -191,6 +191,7 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
                 regions = sorted_region_chunks(regions.expand(q.shape[:-1]).reshape(-1, num_tokens))
             return efficient(q, k.to(q.dtype), v.to(q.dtype), temperature, regions, scale).to(out_dtype)
         chunks_served = form == 'efficient' and order == 1 and not is_exportable()  # order 1 takes the chunks
+        padded = isinstance(regions, RegionChunks) and regions.key_weight is not None  # ids 0..4 (4: padding)
         if isinstance(regions, RegionChunks) and (form != 'flex' or is_exportable()) and not chunks_served:
             ids = regions.token_regions(q.shape[0])
             regions = ids.view(ids.shape[:1] + (1, ) * (q.dim() - 3) + ids.shape[1:])
@@ -202,7 +203,8 @@ def taylor_shift_attention(q, k, v, temperature=None, regions=None, form='auto',
         elif form == 'direct':
             out = naive.direct(q, k, v, temperature, regions, scale)
         elif is_exportable():
-            out = naive.feature_form(q, k, v, temperature, regions, scale)
+            num_regions = naive.MAX_SHIFTED_WINDOW_REGIONS + (1 if padded else 0)
+            out = naive.feature_form(q, k, v, temperature, regions, scale, num_regions)
         else:
             from .flex import taylor_shift_flex  # imports flex_attention: only when asked for
             out = taylor_shift_flex(q, k, v, temperature, regions, scale)

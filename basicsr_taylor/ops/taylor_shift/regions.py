@@ -13,6 +13,7 @@ import math
 
 import torch
 
+PADDING_REGION = 4  # the id of padding tokens (shifted windows' real regions are 0..3)
 MIN_CHUNK = 8  # sorted layouts: chunks of a divisor of the region sizes' gcd in [MIN_CHUNK, MAX_CHUNK]
 MAX_CHUNK = 1024
 
@@ -65,10 +66,10 @@ class RegionChunks:
 
     def token_regions(self, batch):
         """(B, N) region id of every token (for the direct, flex and export forms); padding tokens (key weight 0)
-        get an id of their own (-1), so that no real token attends to them."""
+        get an id of their own (PADDING_REGION), so that no real token attends to them."""
         ids = self.chunk_regions[:, :, None].expand(-1, -1, self.chunk).reshape(self.num_windows, self.num_tokens)
         if self.key_weight is not None:
-            ids = torch.where(self.key_weight > 0, ids, torch.full_like(ids, -1))
+            ids = torch.where(self.key_weight > 0, ids, torch.full_like(ids, PADDING_REGION))
         return ids if batch == self.num_windows else ids.repeat(batch // self.num_windows, 1)
 
     def check(self, shape):
