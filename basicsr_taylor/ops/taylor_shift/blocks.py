@@ -51,17 +51,6 @@ def block_budget(num_bytes):
         _OVERRIDE.reset(token)
 
 
-@contextlib.contextmanager
-def budget(device_type, num_bytes):
-    """Within the block, the fixed budget of the ``device_type`` plan is ``num_bytes`` (None: relative)."""
-    previous = BLOCK_BYTES.get(device_type)
-    BLOCK_BYTES[device_type] = num_bytes
-    try:
-        yield
-    finally:
-        BLOCK_BYTES[device_type] = previous
-
-
 def cuda_budget(total_bytes):
     """The CUDA plan's budget for a device of ``total_bytes``: a share of it, bounded."""
     return int(min(max(total_bytes * CUDA_SHARE, CUDA_MIN_BYTES), CUDA_MAX_BYTES))
