@@ -147,7 +147,7 @@ def odd_table(repeats=5):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tables', default='op,nets,budget,odd')
-    parser.add_argument('--budgets', default='32,48,64,96,128,156,192,256')
+    parser.add_argument('--budgets', default='32,48,64,96,128,149,192,256')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(f'{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread; CUDA plan: '

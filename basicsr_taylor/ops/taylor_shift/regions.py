@@ -93,11 +93,11 @@ class SortedRegions:
 
     def gather(self, x):
         """(rows, N, f) -> (rows, L, f) in the padded, region-sorted order (gradient: a gather by slot)."""
-        return _Permute.apply(x, self.source, self.slot)
+        return permute_rows(x, self.source, self.slot)
 
     def scatter(self, x):
         """(rows, L, f) -> (rows, N, f) back in the token order (gradient: a gather by source, zero on padding)."""
-        return _Permute.apply(x, self.slot, self.source, self.key_weight)
+        return permute_rows(x, self.slot, self.source, self.key_weight)
 
 
 def permute_rows(x, index, inverse, zero=None):
