@@ -101,3 +101,30 @@ def test_recipe_network_runs_scaled_down():
     with torch.no_grad():
         out = net(torch.rand(1, 3, 13, 10))
     assert out.shape == (1, 3, 39, 30)
+
+
+ZOO_OPTIONS = sorted(glob.glob(osp.join(osp.dirname(OPTIONS[0]), 'zoo', 'train_*.yml')))
+
+
+def test_the_zoo_option_files_train_one_network_at_three_scales():
+    """options/zoo: x2 continues the pilot (strict), x3/x4 start from its body (upsampler new); the same network
+    but the upscale, LR patch 48, a checkpoint at least every 250 iterations, EMA 0.999, Y PSNR with crop = scale."""
+    assert [osp.basename(p) for p in ZOO_OPTIONS] == [f'train_small_x{s}.yml' for s in (2, 3, 4)]
+    networks = []
+    for path in ZOO_OPTIONS:
+        opt, scale = load(path), scale_of(path)
+        network = dict(opt['network_g'])
+        assert opt['scale'] == network.pop('upscale') == scale
+        networks.append(network)
+        net = build_network(dict(opt['network_g']))
+        assert sum(p.numel() for p in net.parameters()) < 1_000_000 and net.upscale == scale
+        train = opt['datasets']['train']
+        assert train['gt_size'] == 48 * scale and f'_X{scale}_sub.lmdb' in train['dataroot_lq']
+        assert f'min{48 * scale}_' in train['dataroot_gt']  # sub-images of LR patch x scale
+        assert opt['logger']['save_checkpoint_freq'] <= 250 and opt['train']['ema_decay'] == 0.999
+        assert opt['train']['scheduler']['periods'] == [opt['train']['total_iter']]
+        assert opt['path']['strict_load_g'] is (scale == 2)
+        assert all(m['test_y_channel'] and m['crop_border'] == scale for m in opt['val']['metrics'].values())
+    assert networks[0] == networks[1] == networks[2]
+    bodies = {load(p)['path']['pretrain_network_g'] for p in ZOO_OPTIONS[1:]}
+    assert len(bodies) == 1

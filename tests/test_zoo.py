@@ -391,3 +391,25 @@ def test_the_bundled_x2_model_beats_bicubic_by_a_db_on_two_photos():
                 for method, image in (('sr', sr), ('bicubic', bicubic))}
         gains[name] = psnr['sr'] - psnr['bicubic']
     assert min(gains.values()) >= 1.0, gains
+
+
+def test_network_body_drops_the_upsampler_and_the_rest_loads_at_another_scale(tiny_zoo, tmp_path):
+    """scripts/network_body.py: an x2 checkpoint's EMA weights less upsample.* load into x3 and x4 networks
+    (strict=False): every kept tensor equal, only the upsampler missing (x4's first stage has x2's shape)."""
+    checkpoint = tmp_path / 'x2.pth'
+    torch.save({'params': network_of(tiny_zoo[1][3], 3).state_dict(), 'params_ema': tiny_zoo[1][2]}, checkpoint)
+    output = tmp_path / 'pretrained' / 'body.pth'
+    subprocess.run([sys.executable, osp.join(REPO, 'scripts', 'network_body.py'), str(checkpoint), str(output)],
+                   check=True, capture_output=True)
+    kept = torch.load(output, weights_only=True)['params']
+    assert set(kept) == {key for key in tiny_zoo[1][2] if not key.startswith('upsample.')}
+    for scale in (3, 4):
+        network = build_network(tiny(scale))
+        missing, unexpected = network.load_state_dict(kept, strict=False)
+        assert unexpected == [] and missing and all(key.startswith('upsample.') for key in missing)
+        for key, value in kept.items():
+            assert torch.equal(network.state_dict()[key], value), key
+    broken = subprocess.run([sys.executable, osp.join(REPO, 'scripts', 'network_body.py'), str(output),
+                             str(tmp_path / 'again.pth')], capture_output=True, text=True)
+    assert broken.returncode != 0 and 'no upsample.* weights' in broken.stderr
+    assert not (tmp_path / 'again.pth').exists()
