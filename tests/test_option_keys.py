@@ -13,9 +13,10 @@ import pytest
 
 import basicsr_taylor  # noqa: F401  (registers TaylorSwinIR)
 from basicsr_taylor.quickstart import options_for_test, quickstart_options
-from basicsr_taylor.utils import option_keys
-from basicsr_taylor.utils.option_keys import OptionError, check_dataset_keys, check_keys
-from basicsr_taylor.utils.options import apply_force_yml, run_basicsr_pipeline
+from basicsr_taylor.options import keys as option_keys
+from basicsr_taylor.options.keys import OptionError, check_dataset_keys, check_keys
+from basicsr_taylor.options.file import apply_force_yml
+from basicsr_taylor.options.pipeline import run_basicsr_pipeline
 from conftest import change_options
 
 ROOTS = dict(train_gt='gt.lmdb', train_lq='lq.lmdb', val_gt='val/gt', val_lq='val/lq')
@@ -174,7 +175,7 @@ def test_unknown_or_missing_keys_stop_the_command_before_anything_is_written(tmp
 
 def test_a_cosine_schedule_must_cover_total_iter():
     """--force_yml train:total_iter=4000 alone ended in BasicSR's scheduler with a TypeError at iteration 2001."""
-    from basicsr_taylor.utils.options import check_schedule
+    from basicsr_taylor.options.checks import check_schedule
     opt = train_options()
     check_schedule(opt)
     apply_force_yml(opt, ['train:total_iter=20'])

@@ -11,7 +11,7 @@ import basicsr_taylor  # noqa: F401  (registers TaylorSwinIR)
 from basicsr.archs import build_network
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 from basicsr_taylor import TaylorSwinIR
-from basicsr_taylor.utils.options import read_option_file
+from basicsr_taylor.options.file import read_option_file
 
 OPTIONS = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', '*.yml')))
 def registered(registry, name):  # BasicSR registers its Real-ESRGAN classes as <name>_basicsr
