@@ -270,3 +270,27 @@ def test_a_class_not_in_the_table_is_read_from_its_source(monkeypatch):
     finally:
         DATASET_REGISTRY._obj_map.pop(name, None)  # BasicSR's Registry has no unregister
     assert name not in DATASET_REGISTRY
+
+
+@pytest.mark.parametrize('basicsr_name', ['SRModel', 'SwinIRModel', 'RealESRNetModel'])
+def test_the_plugins_model_classes_accept_and_require_what_basicsrs_do(basicsr_name):
+    """``model_type: TaylorSRModel`` (what ``SRModel`` runs as) reads the keys BasicSR's class reads: the mixin's own
+    reads (precision, paths) add no required key."""
+    from basicsr_taylor.models import TAYLOR_MODELS
+    changes = {'model_type': basicsr_name}
+    if basicsr_name == 'RealESRNetModel':
+        changes.update({key: 0.5 for key in option_keys.KNOWN['degradation']})
+    basicsrs, ours = train_options(**changes), train_options(**dict(changes, model_type=TAYLOR_MODELS[basicsr_name]
+                                                                    .__name__))
+    check_keys(basicsrs)
+    check_keys(ours)
+    for opt in (basicsrs, ours):
+        del opt['train']['total_iter']
+    messages = []
+    for opt in (basicsrs, ours):
+        with pytest.raises(OptionError) as error:
+            check_keys(opt)
+        messages.append(str(error.value))
+    assert messages == ['train:total_iter is missing'] * 2
+    with pytest.raises(OptionError, match="train:precison: unknown key; did you mean 'precision'"):
+        check_keys(train_options(**{'model_type': TAYLOR_MODELS['SRModel'].__name__, 'train:precison': 'bf16'}))

@@ -12,6 +12,7 @@ import torch
 
 import basicsr_taylor  # noqa: F401
 from basicsr.models import build_model as basicsr_build_model
+from basicsr.models.base_model import BaseModel
 from basicsr.models.sr_model import SRModel
 from basicsr_taylor.models import TaylorMixin, TaylorSRGANModel, TaylorSRModel, precision
 from basicsr_taylor.options.pipeline import taylor_model_type
@@ -290,3 +291,27 @@ def test_gan_and_real_esrgan_models_train_in_half_and_resume_exactly(tmp_path, o
     for name, value in nets(run).items():
         for key, tensor in value.items():
             assert torch.equal(getattr(resumed, name).state_dict()[key], tensor), (name, key)
+
+
+def test_a_training_state_saved_by_basicsrs_own_model_resumes(tmp_path, one_thread):
+    """Runs started before the plugin's model classes saved their states with BasicSR's SRModel: TaylorSRModel
+    resumes them as SRModel does (same optimizer and scheduler state, same next step)."""
+    opt = model_options(tmp_path, ema_decay=0)
+    torch.manual_seed(0)
+    old = basicsr_build_model(opt)  # BasicSR's SRModel, BasicSR's save_training_state
+    train(old, 2)
+    BaseModel.save_training_state(old, epoch=0, current_iter=2)
+    state = torch.load(tmp_path / '2.state', weights_only=False)
+    at_2 = weights(old)
+    runs = []
+    for make in (lambda: basicsr_build_model(opt), lambda: build(opt)):
+        torch.manual_seed(1)
+        model = make()
+        model.net_g.load_state_dict(at_2)
+        model.resume_training(copy.deepcopy(state))
+        train(model, 1, first=3)
+        runs.append(model)
+    assert [type(model).__name__ for model in runs] == ['SRModel', 'TaylorSRModel']
+    assert [int(model.optimizer_g.state_dict()['state'][0]['step']) for model in runs] == [3, 3]  # Adam's, restored
+    for name, value in weights(runs[0]).items():
+        assert torch.equal(weights(runs[1])[name], value), name
