@@ -245,6 +245,30 @@ def test_vgg_weights_are_downloaded_to_torch_hub_once(tmp_path, monkeypatch):
     assert pretrained.ensure_vgg_weights('vgg19') == str(tmp_path / 'experiments/pretrained_models/vgg19-dcbb9e9d.pth')
 
 
+@pytest.mark.parametrize('stage, precision', [('realesrnet', 'fp16'), ('realesrgan', 'bf16'), ('realesrgan', 'fp16')])
+def test_the_recipes_train_in_half_precision_and_resume(workdir, monkeypatch, random_vgg, one_thread, stage,
+                                                        precision):
+    """The shrunk recipe files with train:precision, through the train command (degradations, queue, USM targets):
+    2 iterations, then resumed to 4; fp16's GradScaler state is in the training state and comes back."""
+    opt = shrunk(stage, workdir, pretrained=False)
+    opt['name'] = f'{stage}_{precision}'
+    opt['train']['precision'] = precision
+    experiment = train(workdir, opt, monkeypatch)
+    state = torch.load(experiment / 'training_states' / '2.state', weights_only=False)
+    assert ('grad_scaler' in state) == (precision == 'fp16')
+    opt['train']['total_iter'] = 4
+    train(workdir, opt, monkeypatch, '--auto_resume')
+    assert 'net_g_4.pth' in saved(experiment) and saved(experiment, 'training_states') == ['2.state', '4.state']
+    log = ''.join(open(path).read() for path in glob.glob(str(workdir / 'experiments' / '*' / 'train_*.log')))
+    assert f'Precision: training {precision}, validation fp32.' in log
+    if precision == 'fp16':
+        assert 'the training state has no GradScaler state' not in log
+        resumed = torch.load(experiment / 'training_states' / '4.state', weights_only=False)['grad_scaler']
+        assert resumed['_growth_tracker'] in (state['grad_scaler']['_growth_tracker'] + 2, 0)  # continued
+    saved_weights = torch.load(experiment / 'models' / 'net_g_4.pth', weights_only=True)['params']
+    assert all(torch.isfinite(value).all() for value in saved_weights.values())
+
+
 def test_basicsr_vgg_asks_torchvision_for_the_same_file(monkeypatch):
     """BasicSR 1.4.2's VGGFeatureExtractor on today's torchvision: pretrained=True asks for the file that
     ensure_vgg_weights fetched (the state dict itself is not built here)."""
