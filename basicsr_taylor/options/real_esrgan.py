@@ -1,6 +1,7 @@
-"""Option checks for BasicSR's real-world SR (RealESRNetModel / RealESRGANModel, RealESRGANDataset,
-RealESRGANPairedDataset, SingleImageDataset) and the plugin's subclasses: what the key check (keys.py) cannot see, i.e. data on disk, the GT
-crop against RealESRGANDataset's fixed 400-pixel one, and the training-pair queue against the batch."""
+"""Option checks for BasicSR's real-world SR (RealESRNetModel / RealESRGANModel and the plugin's subclasses,
+RealESRGANDataset, RealESRGANPairedDataset, SingleImageDataset): what the key check (keys.py) cannot see, i.e. data
+on disk, the GT crop against RealESRGANDataset's fixed 400-pixel one, and the training-pair queue against the
+batch."""
 import os.path as osp
 
 from ..utils.image_io import list_images

@@ -7,7 +7,8 @@ where BasicSR already works.
 Import-order fixes, :func:`install` (``import basicsr_taylor`` runs it; it imports neither torch nor BasicSR):
   - ``torchvision.transforms.functional_tensor`` supplied (basicsr_taylor_hook.py; tests/test_import_order.py);
   - distutils on Python >= 3.12 (setuptools' bundled copy).
-Used by the plugin's own parse_options (options/pipeline.py), no assignment: :class:`SafeOrderedLoader`, :func:`init_dist`.
+Used by the plugin's own parse_options (options/pipeline.py), no assignment: :class:`SafeOrderedLoader`,
+:func:`init_dist`.
 
 Assignments to attributes of BasicSR (7, each counted; none to torch). :func:`install_training_fixes` makes 1-4, for
 the train and test commands only; the others are made where they are needed:
@@ -35,29 +36,26 @@ import yaml
 
 def install():
     """Apply the import-order fixes (before the first ``import basicsr``). Idempotent; imports nothing heavy."""
-    # basicsr 1.4.2 data/degradations.py imports torchvision.transforms.functional_tensor, removed in torchvision
-    # 0.17 (BasicSR issues #533, #649): a finder aliases its successor (tests/test_import_order.py)
+    # basicsr 1.4.2: degradations.py imports torchvision's functional_tensor, gone in 0.17 (test_import_order.py)
     import basicsr_taylor_hook
     basicsr_taylor_hook.install()
-    # basicsr 1.4.2 archs/arch_util.py imports distutils.version, gone in Python 3.12: setuptools provides it
-    # (a declared dependency on Python >= 3.12; tests/test_import_order.py imports basicsr)
+    # basicsr 1.4.2: arch_util.py imports distutils, gone in Python 3.12 (test_import_order.py imports basicsr)
     if sys.version_info >= (3, 12) and importlib.util.find_spec('distutils') is None:
         import setuptools  # noqa: F401  (side effect: registers setuptools' distutils)
 
 
-# basicsr 1.4.2 reads option files with PyYAML's full loader (ordered_yaml()): `!!python/object/apply:os.system`
-# in a downloaded recipe ran a command. The plugin's parse_options reads them with this (tests/test_options.py).
+# basicsr 1.4.2: option files read by PyYAML's full loader run !!python tags (test_train.py::test_unreadable_...)
 class SafeOrderedLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
-    """PyYAML's safe loader building OrderedDicts, as BasicSR's loader does; Python tags are refused, YAML's
-    standard ones (``!!float 2e-4``) kept."""
+    """PyYAML's safe loader building OrderedDicts, as BasicSR's loader does; Python tags (``!!python/object/apply:
+    os.system [...]`` in a downloaded recipe ran a command) are refused, YAML's standard ones (``!!float 2e-4``)
+    kept."""
 
 
 SafeOrderedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                                   lambda loader, node: OrderedDict(loader.construct_pairs(node)))
 
 
-# basicsr 1.4.2 dist_util.init_dist divides by torch.cuda.device_count() and hard-codes NCCL: without CUDA, gloo and
-# no cuda.set_device (tests/test_train.py::test_torchrun_two_processes_gloo)
+# basicsr 1.4.2: init_dist hard-codes NCCL and a CUDA device (test_train.py::test_torchrun_two_processes_gloo)
 def init_dist(launcher, backend='nccl', **kwargs):
     """basicsr.utils.dist_util.init_dist with CUDA; the gloo backend and no ``cuda.set_device`` without it."""
     import torch
@@ -81,8 +79,7 @@ def init_dist(launcher, backend='nccl', **kwargs):
     return dist.init_process_group(backend='gloo', **kwargs)
 
 
-# basicsr 1.4.2 train.load_resume_state maps onto torch.cuda.current_device() (fails without CUDA) and relies on
-# torch.load's weights_only=False default, flipped in torch 2.6 (tests/test_train.py::test_resume_skips_...)
+# basicsr 1.4.2: load_resume_state needs CUDA and torch.load's pre-2.6 default (test_train.py::test_resume_skips_...)
 def load_resume_state(opt):
     """basicsr.train.load_resume_state on the CPU and today's torch.load (the state holds the scheduler's Counter of
     milestones). With --auto_resume a newest state that cannot be read (a run killed while writing it) is skipped
@@ -118,11 +115,11 @@ def load_resume_state(opt):
     return None
 
 
-# basicsr 1.4.2 train.create_train_val_dataloader counts ceil(images / batch) iterations per epoch, but the loader
-# drops the last incomplete batch: small datasets stopped short of total_iter, the quickstart's 1600 at 1553
-# (tests/test_train.py::test_training_runs_total_iter_on_a_small_dataset)
+# basicsr 1.4.2: epochs counted as if the loader kept its last batch (test_train.py::test_training_runs_total_iter_...)
 def epochs_from_loader(original):
-    """create_train_val_dataloader with the epochs counted from the train loader's own length."""
+    """create_train_val_dataloader with the epochs counted from the train loader's own length: BasicSR counted
+    ceil(images / batch) iterations per epoch, its loader drops the last incomplete batch, and a small dataset
+    stopped short of total_iter (the quickstart's 1600 iterations at 1553)."""
 
     def create_train_val_dataloader(opt, logger):
         train_loader, train_sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
@@ -145,16 +142,14 @@ def install_training_fixes(parse_options):
         basicsr.train.create_train_val_dataloader = epochs_from_loader(basicsr.train.create_train_val_dataloader)  # 4
 
 
-# basicsr 1.4.2 Registry asserts on a second registration and has no public replace: a file executed again
-# (importlib.reload, two module names) re-registers its own class (tests/test_compat.py::test_the_registry_...)
+# basicsr 1.4.2: Registry asserts on a second registration, has no replace (test_compat.py::test_the_registry_...)
 def replace_registered_arch(name, cls):
     """Assignment 5: ``cls`` replaces the entry ``name`` of BasicSR's ARCH_REGISTRY."""
     from basicsr.utils.registry import ARCH_REGISTRY
     ARCH_REGISTRY._obj_map[name] = cls  # noqa: SLF001  # 5
 
 
-# basicsr 1.4.2 lmdb_util.make_lmdb_from_imgs renames its tqdm bar for every image ('Write <key>': most of a
-# quickstart log); the data commands give it theirs while it runs (tests/test_train.py::test_progress_bars_only_...)
+# basicsr 1.4.2: make_lmdb_from_imgs renames its bar for every image (test_train.py::test_progress_bars_only_...)
 @contextlib.contextmanager
 def lmdb_writer_bars(bar):
     """Assignments 6 and 7: ``basicsr.utils.lmdb_util.tqdm`` is ``bar`` inside the block."""
