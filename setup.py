@@ -69,7 +69,7 @@ setup(
     packages=find_packages(include=['basicsr_taylor', 'basicsr_taylor.*']),
     package_data={
         'basicsr_taylor.zoo': ['*.pth', '*.json'],  # the bundled models: weights and models.json
-        'basicsr_taylor.utils': ['basicsr_keys.json'],  # the option keys BasicSR's classes read (option_keys.py)
+        'basicsr_taylor.options': ['basicsr_keys.json'],  # the option keys BasicSR's classes read (options/keys.py)
     },
     py_modules=['basicsr_taylor_hook'],  # the import hook basicsr_taylor_hook.pth installs (no torch import)
     cmdclass=CMDCLASS,

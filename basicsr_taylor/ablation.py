@@ -9,7 +9,7 @@ For every variant of the named experiments (``options/ablation/experiments.yml``
 1. writes a BasicSR option file from ``options/ablation/base.yml`` (the same data, width, depth, budget and LR
    pixels per step for every variant: a variant with a larger LR patch gets a smaller batch; the seed is
    BasicSR's manual_seed);
-2. trains it through BasicSR's own pipeline (``utils.options.run_basicsr_pipeline``, ``--auto_resume``: an
+2. trains it through BasicSR's own pipeline (``options.pipeline.run_basicsr_pipeline``, ``--auto_resume``: an
    interrupted run continues from its last checkpoint) and tests it with BasicSR's test pipeline (Y-channel
    PSNR/SSIM, crop = scale) on every ``--test`` set (and the ``--hold-out`` images);
 3. records parameters, seconds per training step, peak memory, jobs and the metrics in a JSON file, written

@@ -42,7 +42,7 @@ import torch  # noqa: E402
 import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
 from basicsr_taylor import zoo  # noqa: E402
 from basicsr_taylor.ops.taylor_shift import exportable  # noqa: E402
-from basicsr_taylor.utils.checkpoint import (  # noqa: E402
+from basicsr_taylor.models.checkpoint import (  # noqa: E402
     CheckpointError, network_in_channels, network_scale, network_window_size)
 from basicsr_taylor.utils.files import atomic_path  # noqa: E402
 

@@ -18,7 +18,7 @@ from os import path as osp
 
 from basicsr_taylor.utils.cli import answer_help_early
 
-PRECISION_NAMES = ('fp32', 'fp16', 'bf16')  # = utils.precision.PRECISIONS (imported below, with torch)
+PRECISION_NAMES = ('fp32', 'fp16', 'bf16')  # = models.precision.PRECISIONS (imported below, with torch)
 ALPHA_UPSAMPLERS = ('bicubic', 'model')
 SCALES = (2, 3, 4)
 DEFAULT_SCALE = 2
@@ -82,11 +82,11 @@ from tqdm import tqdm  # noqa: E402
 import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
 from basicsr.utils import img2tensor, tensor2img  # noqa: E402
 from basicsr_taylor import zoo  # noqa: E402
-from basicsr_taylor.utils.checkpoint import (  # noqa: E402,F401  (infer.load_network: a checkpoint's network)
+from basicsr_taylor.models.checkpoint import (  # noqa: E402,F401  (infer.load_network: a checkpoint's network)
     CheckpointError, load_network, network_in_channels, network_scale, network_window_size)
 from basicsr_taylor.utils.image_io import (  # noqa: E402
     IMAGE_EXTENSIONS, ImageReadError, from_unit_float, list_images, read_image, to_unit_float, write_image)
-from basicsr_taylor.utils.precision import PRECISIONS  # noqa: E402  (the names of train:precision too)
+from basicsr_taylor.models.precision import PRECISIONS  # noqa: E402  (the names of train:precision too)
 from basicsr_taylor.utils.tiling import (  # noqa: E402
     MIN_TILE_STRIDE, check_tile_options, default_tile, tile_grid, tiled_forward, tiled_strips)
 

@@ -185,7 +185,7 @@ def evaluate(opt, model_path):
     from basicsr.utils import img2tensor, tensor2img
     from basicsr.utils.matlab_functions import imresize
 
-    from .utils.checkpoint import load_state_dict
+    from .models.checkpoint import load_state_dict
     val = opt['datasets']['val']
     net = build_network(dict(opt['network_g']))
     net.load_state_dict(load_state_dict(model_path)[0])  # params_ema if present, weights-only

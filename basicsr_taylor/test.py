@@ -18,8 +18,8 @@ from basicsr_taylor.utils.cli import answer_help_early, pipeline_parser  # noqa:
 
 answer_help_early('test', lambda: pipeline_parser('test').parse_args())  # without torch or BasicSR
 
-import basicsr_taylor  # noqa: E402,F401  (compat.install() and architecture registration)
-from basicsr_taylor.utils.options import run_basicsr_pipeline  # noqa: E402
+import basicsr_taylor  # noqa: E402,F401  (the import-order fix; registers the archs and models)
+from basicsr_taylor.options.pipeline import run_basicsr_pipeline  # noqa: E402
 
 
 def main(argv=None):

@@ -64,7 +64,7 @@ from basicsr.utils import img2tensor, tensor2img  # noqa: E402
 from basicsr.utils.matlab_functions import imresize  # noqa: E402
 from basicsr_taylor import infer, zoo  # noqa: E402
 from basicsr_taylor.ablations.inputs import held_out_test_set, parse_test_sets  # noqa: E402
-from basicsr_taylor.utils.checkpoint import network_scale  # noqa: E402
+from basicsr_taylor.models.checkpoint import network_scale  # noqa: E402
 from basicsr_taylor.utils.files import write_atomically  # noqa: E402
 from basicsr_taylor.utils.image_io import from_unit_float, list_images, read_image, to_unit_float  # noqa: E402
 

@@ -25,8 +25,9 @@ sys.path.insert(0, REPO)
 import basicsr_taylor  # noqa: E402,F401
 from basicsr_taylor.data import prepare_hr_only, sample_photo  # noqa: E402
 from basicsr_taylor.quickstart import write_options  # noqa: E402
-from basicsr_taylor.utils import compat, pretrained  # noqa: E402
-from basicsr_taylor.utils.options import read_option_file, run_basicsr_pipeline  # noqa: E402
+from basicsr_taylor.utils import pretrained  # noqa: E402
+from basicsr_taylor.options.file import read_option_file  # noqa: E402
+from basicsr_taylor.options.pipeline import run_basicsr_pipeline  # noqa: E402
 
 PHOTOS = ('astronaut', 'coffee', 'rocket', 'camera')  # 400 px or more on the shorter side
 
@@ -70,7 +71,6 @@ def main():
     for name in PHOTOS:
         cv2.imwrite(osp.join('HR', f'{name}.png'), sample_photo(name))
     data = prepare_hr_only('HR', '.', crop=400, step=200)
-    compat.install_training_fixes()
     vgg = random_vgg_if_missing()
     from basicsr.models.realesrgan_model import RealESRGANModel
     from basicsr.models.realesrnet_model import RealESRNetModel

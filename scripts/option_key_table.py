@@ -1,10 +1,10 @@
 """The option keys BasicSR's own models and datasets read, as basicsr_keys.json for the key check (issue 28).
 
-basicsr_taylor/utils/option_keys.py reads the table for BasicSR's classes instead of their source; this script
+basicsr_taylor/options/keys.py reads the table for BasicSR's classes instead of their source; this script
 writes it from the installed BasicSR's source (the same scan that the check uses for the classes not in it). Run it
 from the repository root in its venv after a BasicSR upgrade and commit the file:
 
-    python scripts/option_key_table.py            # write basicsr_taylor/utils/basicsr_keys.json
+    python scripts/option_key_table.py            # write basicsr_taylor/options/basicsr_keys.json
     python scripts/option_key_table.py --check    # exit 1 where the checked-in file differs
 """
 import argparse
@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import basicsr_taylor  # noqa: E402,F401  (before basicsr: the import-order fix)
 from basicsr_taylor.utils.files import write_atomically  # noqa: E402
-from basicsr_taylor.utils.option_keys import TABLE, build_key_table, dump_key_table  # noqa: E402
+from basicsr_taylor.options.keys import TABLE, build_key_table, dump_key_table  # noqa: E402
 
 
 def differences(old, new):

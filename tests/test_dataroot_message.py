@@ -8,8 +8,9 @@ import pytest
 
 from basicsr_taylor.data import sample_photo
 from basicsr_taylor.quickstart import quickstart_options, write_options
-from basicsr_taylor.utils import options as option_checks
-from basicsr_taylor.utils.options import OptionError
+from basicsr_taylor.options import checks as option_checks
+from basicsr_taylor.options.pipeline import run_basicsr_pipeline
+from basicsr_taylor.options.keys import OptionError
 
 TINY_NET = dict(type='TaylorSwinIR', upscale=2, in_chans=3, window_size=8, embed_dim=12, depths=[1], num_heads=[2],
                 mlp_ratio=2, upsampler='pixelshuffle')
@@ -21,7 +22,7 @@ def train_error(opt_path, monkeypatch):
     """The one-line error of ``basicsr-taylor-train -opt opt_path``."""
     monkeypatch.setattr(sys, 'argv', ['basicsr-taylor-train'])
     with pytest.raises(SystemExit) as exit_:
-        option_checks.run_basicsr_pipeline('train', ['-opt', str(opt_path)])
+        run_basicsr_pipeline('train', ['-opt', str(opt_path)])
     message = str(exit_.value)
     assert '\n' not in message
     return message

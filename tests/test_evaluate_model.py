@@ -16,7 +16,7 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.matlab_functions import imresize
 from basicsr_taylor.data import sample_photo
-from basicsr_taylor.utils.checkpoint import load_network
+from basicsr_taylor.models.checkpoint import load_network
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2,

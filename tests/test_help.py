@@ -54,3 +54,13 @@ def test_the_package_still_registers_on_import():
             'assert "TaylorSwinIR" in ARCH_REGISTRY and "torch" in sys.modules; print(basicsr_taylor.TaylorSwinIR)')
     done = subprocess.run([sys.executable, '-c', code, '--help'], env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and 'TaylorSwinIR' in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize('argv', [[], ['--help'], ['-h', '--list-models']])
+def test_importing_the_package_imports_neither_torch_nor_basicsr_whatever_argv(argv):
+    """The package root is the same module whatever sys.argv says: its names load on first use (PEP 562), the
+    registration waits for basicsr's import."""
+    code = ('import sys; import basicsr_taylor as b; heavy = [m for m in ("torch", "basicsr") if m in sys.modules]; '
+            'assert not heavy, heavy; assert "TaylorSwinIR" in dir(b); print(b.TaylorSwinIR.__name__)')
+    done = subprocess.run([sys.executable, '-c', code, *argv], env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == 'TaylorSwinIR', done.stderr[-2000:]

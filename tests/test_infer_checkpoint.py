@@ -6,7 +6,7 @@ import torch
 import yaml
 
 import basicsr_taylor  # noqa: F401  (compat fixes before basicsr)
-from basicsr_taylor.utils.checkpoint import (CheckpointError, describe_weights, find_option_file, load_network,
+from basicsr_taylor.models.checkpoint import (CheckpointError, describe_weights, find_option_file, load_network,
                                        load_state_dict)
 
 TINY = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=[2], num_heads=[2], mlp_ratio=2,

@@ -13,9 +13,10 @@ import pytest
 
 import basicsr_taylor  # noqa: F401  (registers TaylorSwinIR)
 from basicsr_taylor.quickstart import options_for_test, quickstart_options
-from basicsr_taylor.utils import option_keys
-from basicsr_taylor.utils.option_keys import OptionError, check_dataset_keys, check_keys
-from basicsr_taylor.utils.options import apply_force_yml, run_basicsr_pipeline
+from basicsr_taylor.options import keys as option_keys
+from basicsr_taylor.options.keys import OptionError, check_dataset_keys, check_keys
+from basicsr_taylor.options.file import apply_force_yml
+from basicsr_taylor.options.pipeline import run_basicsr_pipeline
 from conftest import change_options
 
 ROOTS = dict(train_gt='gt.lmdb', train_lq='lq.lmdb', val_gt='val/gt', val_lq='val/lq')
@@ -174,7 +175,7 @@ def test_unknown_or_missing_keys_stop_the_command_before_anything_is_written(tmp
 
 def test_a_cosine_schedule_must_cover_total_iter():
     """--force_yml train:total_iter=4000 alone ended in BasicSR's scheduler with a TypeError at iteration 2001."""
-    from basicsr_taylor.utils.options import check_schedule
+    from basicsr_taylor.options.checks import check_schedule
     opt = train_options()
     check_schedule(opt)
     apply_force_yml(opt, ['train:total_iter=20'])
@@ -269,3 +270,27 @@ def test_a_class_not_in_the_table_is_read_from_its_source(monkeypatch):
     finally:
         DATASET_REGISTRY._obj_map.pop(name, None)  # BasicSR's Registry has no unregister
     assert name not in DATASET_REGISTRY
+
+
+@pytest.mark.parametrize('basicsr_name', ['SRModel', 'SwinIRModel', 'RealESRNetModel'])
+def test_the_plugins_model_classes_accept_and_require_what_basicsrs_do(basicsr_name):
+    """``model_type: TaylorSRModel`` (what ``SRModel`` runs as) reads the keys BasicSR's class reads: the mixin's own
+    reads (precision, paths) add no required key."""
+    from basicsr_taylor.models import TAYLOR_MODELS
+    changes = {'model_type': basicsr_name}
+    if basicsr_name == 'RealESRNetModel':
+        changes.update({key: 0.5 for key in option_keys.KNOWN['degradation']})
+    basicsrs, ours = train_options(**changes), train_options(**dict(changes, model_type=TAYLOR_MODELS[basicsr_name]
+                                                                    .__name__))
+    check_keys(basicsrs)
+    check_keys(ours)
+    for opt in (basicsrs, ours):
+        del opt['train']['total_iter']
+    messages = []
+    for opt in (basicsrs, ours):
+        with pytest.raises(OptionError) as error:
+            check_keys(opt)
+        messages.append(str(error.value))
+    assert messages == ['train:total_iter is missing'] * 2
+    with pytest.raises(OptionError, match="train:precison: unknown key; did you mean 'precision'"):
+        check_keys(train_options(**{'model_type': TAYLOR_MODELS['SRModel'].__name__, 'train:precison': 'bf16'}))

@@ -11,7 +11,7 @@ import basicsr_taylor  # noqa: F401  (registers TaylorSwinIR)
 from basicsr.archs import build_network
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 from basicsr_taylor import TaylorSwinIR
-from basicsr_taylor.utils.options import read_option_file
+from basicsr_taylor.options.file import read_option_file
 
 OPTIONS = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', '*.yml')))
 def registered(registry, name):  # BasicSR registers its Real-ESRGAN classes as <name>_basicsr
@@ -128,3 +128,23 @@ def test_the_zoo_option_files_train_one_network_at_three_scales():
     assert networks[0] == networks[1] == networks[2]
     bodies = {load(p)['path']['pretrain_network_g'] for p in ZOO_OPTIONS[1:]}
     assert len(bodies) == 1
+
+
+def test_basicsrs_model_types_run_as_the_plugins_subclasses():
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    from basicsr_taylor.models import TAYLOR_MODELS
+    from basicsr_taylor.options.pipeline import taylor_model_type
+    assert sorted(TAYLOR_MODELS) == ['ESRGANModel', 'RealESRGANModel', 'RealESRNetModel', 'SRGANModel', 'SRModel',
+                                     'SwinIRModel']
+    for name, cls in TAYLOR_MODELS.items():
+        assert issubclass(cls, MODEL_REGISTRY.get(name)) and MODEL_REGISTRY.get(cls.__name__) is cls
+    opt = {'model_type': 'RealESRNetModel'}
+    assert taylor_model_type(opt) == ('model_type: RealESRNetModel runs as TaylorRealESRNetModel, its subclass with '
+                                      'mixed precision, atomic checkpoints and the schedule on resume '
+                                      '(docs/training.md)')
+    assert opt == {'model_type': 'TaylorRealESRNetModel'} and taylor_model_type(opt) is None  # no second notice
+    for name in ('RealESRGANModel_basicsr', 'MyOwnModel'):
+        opt = {'model_type': name}
+        taylor_model_type(opt)
+        assert opt['model_type'] == {'RealESRGANModel_basicsr': 'TaylorRealESRGANModel'}.get(name, name)

@@ -1,6 +1,8 @@
-"""train:precision / val:precision (utils/precision.py): BasicSR's SRModel trained and validated under autocast,
-fp16 with a GradScaler saved in and restored from the training state; fp32 runs BasicSR's own code. Tiny network,
-random data, in process (the train command itself: tests/test_train.py)."""
+"""train:precision / val:precision (models/precision.py, models/taylor_mixin.py): the plugin's model classes
+(TaylorSRModel, TaylorSRGANModel, TaylorESRGANModel, TaylorRealESRNetModel, TaylorRealESRGANModel: what an option
+file naming BasicSR's class gets) trained and validated under autocast, fp16 with a GradScaler saved in and restored
+from the training state; fp32 runs BasicSR's own code. Tiny network, random data, in process (the train command
+itself: tests/test_train.py)."""
 import copy
 import logging
 import math
@@ -10,8 +12,10 @@ import torch
 
 import basicsr_taylor  # noqa: F401
 from basicsr.models import build_model as basicsr_build_model
+from basicsr.models.base_model import BaseModel
 from basicsr.models.sr_model import SRModel
-from basicsr_taylor.utils import precision
+from basicsr_taylor.models import TaylorMixin, TaylorSRGANModel, TaylorSRModel, precision
+from basicsr_taylor.options.pipeline import taylor_model_type
 
 TINY_NET = dict(type='TaylorSwinIR', upscale=2, in_chans=3, window_size=8, embed_dim=12, depths=[2], num_heads=[2],
                 mlp_ratio=2, upsampler='pixelshuffle')
@@ -33,9 +37,11 @@ def model_options(tmp_path, train_precision=None, val_precision=None, ema_decay=
 
 
 def build(opt, seed=0):
-    """A model as the train and test commands build it (basicsr.train.build_model with precision.install())."""
+    """A model as the train and test commands build it: BasicSR's model_type replaced by the plugin's class."""
     torch.manual_seed(seed)
-    return precision._builds_mixed_precision_models(basicsr_build_model)(opt)
+    opt = copy.deepcopy(opt)
+    taylor_model_type(opt)
+    return basicsr_build_model(opt)
 
 
 def batch(seed):
@@ -74,7 +80,7 @@ def test_fp32_is_basicsrs_own_model_bit_for_bit(tmp_path, one_thread, train_prec
     ours = build(model_options(tmp_path, train_precision))
     torch.manual_seed(0)
     basicsrs = basicsr_build_model(model_options(tmp_path))
-    assert type(ours) is SRModel  # nothing mixed in: BasicSR's optimize_parameters, test, save_training_state
+    assert type(ours) is TaylorSRModel and type(basicsrs) is SRModel  # fp32: BasicSR's optimize_parameters, test
     train(ours, 2)
     train(basicsrs, 2)
     for name, value in weights(basicsrs).items():
@@ -83,7 +89,7 @@ def test_fp32_is_basicsrs_own_model_bit_for_bit(tmp_path, one_thread, train_prec
 
 def test_bf16_trains_in_bf16_and_keeps_float32_weights(tmp_path, one_thread):
     model = build(model_options(tmp_path, 'bf16'))
-    assert isinstance(model, SRModel) and isinstance(model, precision.MixedPrecisionModel)
+    assert isinstance(model, SRModel) and isinstance(model, TaylorMixin)
     assert model.grad_scaler is None  # bf16 has float32's range: no loss scaling
     seen = watch_linears(model)
     before, own_step = weights(model), vars(model.optimizer_g)['step']  # torch's LR scheduler wraps step
@@ -91,7 +97,7 @@ def test_bf16_trains_in_bf16_and_keeps_float32_weights(tmp_path, one_thread):
     assert seen == {'forward': {torch.bfloat16}, 'backward autocast': {False}}  # backward outside autocast
     assert math.isfinite(model.log_dict['l_pix'])
     assert all(not torch.equal(before[k], v) for k, v in weights(model).items() if k.endswith('qkv.weight'))
-    # left as found: Tensor.backward and the optimizer's step, autocast off
+    # nothing patched: Tensor.backward and the optimizer's step as they were, autocast off
     assert torch.Tensor.backward is ORIGINAL_BACKWARD and vars(model.optimizer_g)['step'] is own_step
     assert not torch.is_autocast_enabled('cpu')
     model.save_network([model.net_g, model.net_g_ema], 'net_g', 2, param_key=['params', 'params_ema'])
@@ -153,7 +159,7 @@ def test_fp16_resume_restores_the_grad_scaler(tmp_path, one_thread, caplog):
 def test_val_precision_validates_under_autocast(tmp_path, one_thread):
     fp32 = build(model_options(tmp_path, is_train=False))
     bf16 = build(model_options(tmp_path, val_precision='bf16', is_train=False))
-    assert type(fp32) is SRModel and bf16.train_dtype is None  # testing: train:precision is not read
+    assert type(fp32) is TaylorSRModel and bf16.train_dtype is None  # testing: train:precision is not read
     seen = watch_linears(bf16)
     for model in (fp32, bf16):
         model.feed_data(batch(0))
@@ -183,15 +189,15 @@ def test_fp16_without_a_cpu_grad_scaler_is_a_clear_error(monkeypatch):
 
 
 def test_a_gan_model_with_two_optimizers_trains_in_fp16(tmp_path, one_thread):
-    """BasicSR's SRGANModel (generator and discriminator, three backward passes, two optimizer steps per iteration):
-    nothing model-specific in the mixin, as for RealESRNetModel/RealESRGANModel."""
+    """SRGANModel -> TaylorSRGANModel (generator and discriminator, three backward passes, two optimizer steps per
+    iteration)."""
     opt = model_options(tmp_path, 'fp16', ema_decay=0)
     opt['model_type'] = 'SRGANModel'
     opt['network_d'] = dict(type='UNetDiscriminatorSN', num_in_ch=3, num_feat=8)
     opt['train'].update(optim_d={'type': 'Adam', 'lr': 1e-3},
                         gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.1})
     model = build(opt)
-    assert [cls.__name__ for cls in type(model).__mro__[:3]] == ['SRGANModel', 'MixedPrecisionModel', 'SRGANModel']
+    assert type(model) is TaylorSRGANModel
     seen = {'d': set()}
     for module in model.net_d.modules():
         if isinstance(module, torch.nn.Conv2d):
@@ -230,3 +236,82 @@ def test_cuda_trains_in_half_and_resumes(tmp_path, train_precision):
         assert resumed.grad_scaler.state_dict() == model.grad_scaler.state_dict()
     model.test()
     assert model.output.dtype == torch.float32 and torch.isfinite(model.output).all()
+
+
+def nets(model):
+    """Copies of every network's state (net_g, net_g_ema, net_d: what BasicSR loads when resuming)."""
+    return {name: copy.deepcopy(getattr(model, name).state_dict()) for name in ('net_g', 'net_g_ema', 'net_d')
+            if hasattr(model, name)}
+
+
+@pytest.mark.parametrize('model_type, train_precision', [
+    ('ESRGANModel', 'fp16'), ('RealESRNetModel', 'bf16'), ('RealESRNetModel', 'fp16'), ('RealESRGANModel', 'bf16'),
+    ('RealESRGANModel', 'fp16')])
+def test_gan_and_real_esrgan_models_train_in_half_and_resume_exactly(tmp_path, one_thread, model_type,
+                                                                      train_precision):
+    """ESRGAN's relativistic losses, Real-ESRNet (SRModel's step) and Real-ESRGAN (USM-sharpened targets, LDL loss on
+    the EMA network's output) under autocast; fp16's GradScaler state saved and resumed: the resumed run takes the
+    same step. Paired data (high_order_degradation: false): the degradations run in tests/test_realworld.py."""
+    opt = model_options(tmp_path, train_precision, ema_decay=0.9 if model_type == 'RealESRGANModel' else 0)
+    opt['model_type'] = model_type
+    if 'GAN' in model_type:
+        opt['network_d'] = dict(type='UNetDiscriminatorSN', num_in_ch=3, num_feat=8)
+        opt['train'].update(optim_d={'type': 'Adam', 'lr': 1e-3},
+                            gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.1})
+    if model_type.startswith('Real'):
+        opt.update(high_order_degradation=False, l1_gt_usm=True, percep_gt_usm=True, gan_gt_usm=False)
+    if model_type == 'RealESRGANModel':
+        opt['train']['ldl_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0}
+    run = build(opt)
+    assert type(run).__name__ == f'Taylor{model_type}'
+    seen = watch_linears(run)
+    before = weights(run)
+    train(run, 2)
+    assert seen == {'forward': {precision.PRECISIONS[train_precision]}, 'backward autocast': {False}}
+    assert all(math.isfinite(value) for value in run.log_dict.values()), run.log_dict
+    if model_type == 'RealESRGANModel':
+        assert {'l_g_pix', 'l_g_ldl', 'l_g_gan', 'l_d_real', 'l_d_fake'} <= set(run.log_dict)
+    assert not torch.equal(before['conv_first.weight'], run.net_g.conv_first.weight)
+    if train_precision == 'fp16':
+        assert run.grad_scaler.state_dict()['_growth_tracker'] == 2  # one update per iteration, every step taken
+        run.grad_scaler.update(new_scale=2048.)
+    run.save_training_state(epoch=0, current_iter=2)
+    state = torch.load(tmp_path / '2.state', weights_only=False)
+    assert ('grad_scaler' in state) == (train_precision == 'fp16')
+    at_2 = nets(run)
+    train(run, 1, first=3)
+
+    resumed = build(opt, seed=1)
+    for name, value in at_2.items():
+        getattr(resumed, name).load_state_dict(value)
+    resumed.resume_training(copy.deepcopy(state))
+    train(resumed, 1, first=3)
+    if train_precision == 'fp16':
+        assert resumed.grad_scaler.state_dict() == run.grad_scaler.state_dict()
+    for name, value in nets(run).items():
+        for key, tensor in value.items():
+            assert torch.equal(getattr(resumed, name).state_dict()[key], tensor), (name, key)
+
+
+def test_a_training_state_saved_by_basicsrs_own_model_resumes(tmp_path, one_thread):
+    """Runs started before the plugin's model classes saved their states with BasicSR's SRModel: TaylorSRModel
+    resumes them as SRModel does (same optimizer and scheduler state, same next step)."""
+    opt = model_options(tmp_path, ema_decay=0)
+    torch.manual_seed(0)
+    old = basicsr_build_model(opt)  # BasicSR's SRModel, BasicSR's save_training_state
+    train(old, 2)
+    BaseModel.save_training_state(old, epoch=0, current_iter=2)
+    state = torch.load(tmp_path / '2.state', weights_only=False)
+    at_2 = weights(old)
+    runs = []
+    for make in (lambda: basicsr_build_model(opt), lambda: build(opt)):
+        torch.manual_seed(1)
+        model = make()
+        model.net_g.load_state_dict(at_2)
+        model.resume_training(copy.deepcopy(state))
+        train(model, 1, first=3)
+        runs.append(model)
+    assert [type(model).__name__ for model in runs] == ['SRModel', 'TaylorSRModel']
+    assert [int(model.optimizer_g.state_dict()['state'][0]['step']) for model in runs] == [3, 3]  # Adam's, restored
+    for name, value in weights(runs[0]).items():
+        assert torch.equal(weights(runs[1])[name], value), name

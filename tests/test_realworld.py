@@ -4,6 +4,7 @@ from its EMA weights (perceptual loss on an un-pretrained VGG19), trains, resume
 the VGG weights' download and its one-line error without a network."""
 import glob
 import json
+import logging
 import os
 import os.path as osp
 import re
@@ -22,9 +23,12 @@ from basicsr.models.sr_model import SRModel
 from basicsr_taylor import infer, prepare_data
 from basicsr_taylor.data import lanczos_resize, multiscale_sizes, sample_photo
 from basicsr_taylor.quickstart import write_options
-from basicsr_taylor.utils import compat, pretrained
-from basicsr_taylor.utils.checkpoint import load_network
-from basicsr_taylor.utils.options import OptionError, check_options, read_option_file, run_basicsr_pipeline
+from basicsr_taylor.models.realesrgan_model import ContiguousDiffJPEG, DepthwiseUSMSharp, TaylorRealESRNetModel
+from basicsr_taylor.utils import pretrained
+from basicsr_taylor.models.checkpoint import load_network
+from basicsr_taylor.options.checks import OptionError, check_options
+from basicsr_taylor.options.file import read_option_file
+from basicsr_taylor.options.pipeline import run_basicsr_pipeline
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RECIPES = {stage: osp.join(REPO, 'options', f'train_{stage}_x4.yml') for stage in ('realesrnet', 'realesrgan')}
@@ -99,6 +103,32 @@ def loads(monkeypatch):
     return seen
 
 
+class Messages(logging.Handler):
+    """The messages of BasicSR's logger (its log file is the first run's of the process, which may be another
+    test's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __contains__(self, text):
+        return any(text in message for message in self.messages)
+
+
+@pytest.fixture
+def basicsr_log():
+    logger, handler = logging.getLogger('basicsr'), Messages()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # BasicSR's train pipeline sets it only where it starts the logger
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
 def train(root, opt, monkeypatch, *args):
     monkeypatch.chdir(root)
     monkeypatch.setattr(sys, 'argv', ['basicsr-taylor-train'])
@@ -110,7 +140,8 @@ def saved(experiment, kind='models'):
     return sorted(osp.basename(p) for p in glob.glob(str(experiment / kind / '*')))
 
 
-def test_two_stages_train_save_resume_and_infer(workdir, monkeypatch, random_vgg, loads, one_thread, tmp_path):
+def test_two_stages_train_save_resume_and_infer(workdir, monkeypatch, random_vgg, loads, one_thread, tmp_path,
+                                                basicsr_log):
     root, validations, validate = workdir, [], SRModel.nondist_validation
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):  # BasicSR's log file is per process
@@ -120,6 +151,7 @@ def test_two_stages_train_save_resume_and_infer(workdir, monkeypatch, random_vgg
     monkeypatch.setattr(SRModel, 'nondist_validation', nondist_validation)
     # stage 1: Real-ESRNet, 2 iterations (validated at 2), then resumed to 4
     stage1 = train(root, shrunk('realesrnet', root), monkeypatch)
+    assert 'Model [TaylorRealESRNetModel] is created.' in basicsr_log  # the recipe names BasicSR's RealESRNetModel
     assert saved(stage1) == ['net_g_2.pth', 'net_g_latest.pth'] and saved(stage1, 'training_states') == ['2.state']
     train(root, shrunk('realesrnet', root, total_iter=4), monkeypatch, '--auto_resume')
     assert saved(stage1) == ['net_g_2.pth', 'net_g_4.pth', 'net_g_latest.pth']
@@ -131,7 +163,8 @@ def test_two_stages_train_save_resume_and_infer(workdir, monkeypatch, random_vgg
     # stage 2: Real-ESRGAN from stage 1's EMA weights; the perceptual loss asked for its VGG19 weights first
     loads.clear()
     stage2 = train(root, shrunk('realesrgan', root), monkeypatch)
-    assert random_vgg == ['vgg19'] * 2  # before BasicSR starts, and by VGGFeatureExtractor
+    assert 'Model [TaylorRealESRGANModel] is created.' in basicsr_log
+    assert random_vgg == ['vgg19'] * 2  # before BasicSR starts, and by TaylorRealESRGANModel's training settings
     assert [(name, key) for name, key, _ in loads] == [('net_g_latest.pth', 'params_ema')] * 2  # net_g, net_g_ema
     assert all(torch.equal(first, next(iter(stage1_ema.values()))) for _, _, first in loads)
     assert saved(stage2) == ['net_d_2.pth', 'net_d_latest.pth', 'net_g_2.pth', 'net_g_latest.pth']
@@ -238,12 +271,34 @@ def test_vgg_weights_are_downloaded_to_torch_hub_once(tmp_path, monkeypatch):
     assert pretrained.ensure_vgg_weights('vgg19') == str(tmp_path / 'experiments/pretrained_models/vgg19-dcbb9e9d.pth')
 
 
+@pytest.mark.parametrize('stage, precision', [('realesrnet', 'fp16'), ('realesrgan', 'bf16'), ('realesrgan', 'fp16')])
+def test_the_recipes_train_in_half_precision_and_resume(workdir, monkeypatch, random_vgg, one_thread, basicsr_log,
+                                                        stage, precision):
+    """The shrunk recipe files with train:precision, through the train command (degradations, queue, USM targets):
+    2 iterations, then resumed to 4; fp16's GradScaler state is in the training state and comes back."""
+    opt = shrunk(stage, workdir, pretrained=False)
+    opt['name'] = f'{stage}_{precision}'
+    opt['train']['precision'] = precision
+    experiment = train(workdir, opt, monkeypatch)
+    state = torch.load(experiment / 'training_states' / '2.state', weights_only=False)
+    assert ('grad_scaler' in state) == (precision == 'fp16')
+    opt['train']['total_iter'] = 4
+    train(workdir, opt, monkeypatch, '--auto_resume')
+    assert 'net_g_4.pth' in saved(experiment) and saved(experiment, 'training_states') == ['2.state', '4.state']
+    assert f'Precision: training {precision}, validation fp32.' in basicsr_log
+    if precision == 'fp16':
+        assert 'the training state has no GradScaler state' not in basicsr_log
+        resumed = torch.load(experiment / 'training_states' / '4.state', weights_only=False)['grad_scaler']
+        assert resumed['_growth_tracker'] in (state['grad_scaler']['_growth_tracker'] + 2, 0)  # continued
+    saved_weights = torch.load(experiment / 'models' / 'net_g_4.pth', weights_only=True)['params']
+    assert all(torch.isfinite(value).all() for value in saved_weights.values())
+
+
 def test_basicsr_vgg_asks_torchvision_for_the_same_file(monkeypatch):
     """BasicSR 1.4.2's VGGFeatureExtractor on today's torchvision: pretrained=True asks for the file that
     ensure_vgg_weights fetched (the state dict itself is not built here)."""
     import torchvision.models._api as api
     from basicsr.archs.vgg_arch import VGGFeatureExtractor
-    compat.install_training_fixes()
     asked = []
 
     def refuse(url, **kwargs):
@@ -251,7 +306,6 @@ def test_basicsr_vgg_asks_torchvision_for_the_same_file(monkeypatch):
         raise ConnectionAbortedError('stop here')
 
     monkeypatch.setattr(api, 'load_state_dict_from_url', refuse)
-    monkeypatch.setattr(pretrained, 'ensure_vgg_weights', lambda vgg_type: None)
     monkeypatch.setattr('basicsr.archs.vgg_arch.VGG_PRETRAIN_PATH', 'nowhere/vgg19-dcbb9e9d.pth')
     with pytest.raises(ConnectionAbortedError), torch.device('meta'):  # meta: VGG19's 143 M parameters left unset
         VGGFeatureExtractor(['conv1_2'], vgg_type='vgg19')
@@ -330,29 +384,30 @@ def test_hr_only_names_clashes_and_flags(tmp_path, capsys):
 
 
 def test_training_pair_queue_is_made_where_the_batch_is():
-    """BasicSR made the queue with .cuda(); it now follows the batch's device (here 'meta', as a stand-in for any
-    device other than the CPU) and its size check is a one-line error."""
-    from basicsr.models.realesrnet_model import RealESRNetModel
-    compat.install_training_fixes()
-    model = RealESRNetModel.__new__(RealESRNetModel)  # the queue only: no network
+    """BasicSR made the queue with .cuda(); the plugin's class makes it on the batch's device (here 'meta', as a
+    stand-in for any device other than the CPU) and its size check is a one-line error."""
+    model = TaylorRealESRNetModel.__new__(TaylorRealESRNetModel)  # the queue only: no network
     model.queue_size, model.lq, model.gt = 4, torch.empty(2, 3, 8, 8, device='meta'), torch.empty(2, 3, 32, 32,
                                                                                                   device='meta')
     model._dequeue_and_enqueue()
     assert model.queue_lr.device.type == 'meta' and model.queue_gt.shape == (4, 3, 32, 32) and model.queue_ptr == 2
-    model = RealESRNetModel.__new__(RealESRNetModel)
+    model = TaylorRealESRNetModel.__new__(TaylorRealESRNetModel)
     model.queue_size, model.lq, model.gt = 3, torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 32, 32)
     with pytest.raises(ValueError, match='^queue_size 3 is not a multiple of the batch size 2$'):
         model._dequeue_and_enqueue()
 
 
-def test_filter2d_takes_channels_last_images_and_gives_basicsr_sums():
-    from basicsr.utils import img_process_util
-    compat.install_training_fixes()
-    image = torch.rand(2, 8, 9, 3).permute(0, 3, 1, 2)  # channels-last, as DiffJPEG returns it
-    shared, per_image = torch.rand(1, 5, 5), torch.rand(2, 5, 5)
-    original = img_process_util.filter2D.__wrapped__
-    for kernel in (shared, per_image):
-        with pytest.raises(RuntimeError, match='view size is not compatible'):
-            original(image, kernel)  # BasicSR's own
-        assert torch.allclose(img_process_util.filter2D(image, kernel), original(image.contiguous(), kernel),
-                              atol=1e-6)
+def test_jpeg_output_is_contiguous_for_basicsrs_blur_and_usm_gives_basicsrs_sums():
+    """BasicSR's DiffJPEG returns a channels-last image, on which its filter2D fails ('view size is not compatible'):
+    the plugin's is contiguous. Its USMSharp's depthwise blur gives BasicSR's USMSharp's result."""
+    from basicsr.utils import DiffJPEG, USMSharp
+    from basicsr.utils.img_process_util import filter2D
+    image, quality = torch.rand(2, 3, 64, 72), torch.tensor([40., 70.])
+    basicsrs = DiffJPEG(differentiable=False)(image, quality.clone())
+    with pytest.raises(RuntimeError, match='view size is not compatible'):
+        filter2D(basicsrs, torch.rand(2, 5, 5))
+    ours = ContiguousDiffJPEG(differentiable=False)(image, quality.clone())
+    assert ours.is_contiguous() and torch.equal(ours, basicsrs)
+    kernel = torch.rand(2, 5, 5)
+    assert torch.equal(filter2D(ours, kernel), filter2D(basicsrs.contiguous(), kernel))
+    assert torch.allclose(DepthwiseUSMSharp()(ours), USMSharp()(ours), atol=1e-6)

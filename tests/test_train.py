@@ -18,7 +18,6 @@ import time
 import cv2
 import pytest
 import torch
-import yaml
 
 import basicsr_taylor  # noqa: F401
 import basicsr.utils.options as basicsr_options
@@ -26,10 +25,13 @@ from basicsr.metrics import calculate_psnr
 from basicsr.models.lr_scheduler import MultiStepRestartLR
 from basicsr_taylor import data, quickstart
 from basicsr_taylor.data import sample_photo
+from basicsr_taylor.options import checks as option_checks
+from basicsr_taylor.options.keys import OptionError
+from basicsr_taylor.options.pipeline import parse_options, run_basicsr_pipeline
 from basicsr_taylor.quickstart import quickstart_options, write_options
 from basicsr_taylor.utils import compat
-from basicsr_taylor.utils import options as option_checks
-from basicsr_taylor.utils.options import OptionError
+from basicsr_taylor.utils.cli import accept_dashed_local_rank
+from basicsr_taylor.utils.compat import SafeOrderedLoader
 from conftest import change_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -195,7 +197,8 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch, capsys):
 
 def test_mixed_precision_training_through_the_command(workdir):
     """train:precision bf16 (validation too), then continued in fp16 from the bf16 state, which has no GradScaler
-    state (utils/precision.py; in-process tests: tests/test_precision.py)."""
+    state (models/taylor_mixin.py; in-process tests: tests/test_precision.py). The option file names BasicSR's
+    SRModel: the run gets the plugin's TaylorSRModel, with a notice."""
     root, name = workdir, 'amp_tiny'
     opt = tiny_options(root, name, total_iter=2, checkpoint_every=2)
     opt['train']['precision'] = 'bf16'
@@ -205,7 +208,8 @@ def test_mixed_precision_training_through_the_command(workdir):
     done = subprocess.run(train_cmd(opt_path, as_module=True), cwd=root, env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     log = read_logs(root, name)
-    assert 'Model [SRModel] is created; precision: training bf16, validation bf16.' in log
+    assert done.stdout.count('model_type: SRModel runs as TaylorSRModel') == 1
+    assert 'Precision: training bf16, validation bf16.' in log and 'Model [TaylorSRModel] is created.' in log
     losses = [float(x) for x in re.findall(r'l_pix: ([-+.e\d]+)', log)]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert re.search(r'Validation SamplePhotosVal\s+# psnr: \d+\.\d+', log)
@@ -270,9 +274,9 @@ def test_torchrun_two_processes_gloo(workdir):
 
 
 def test_dashed_local_rank_from_torch_distributed_launch():
-    assert compat.accept_dashed_local_rank(['-opt', 'a.yml', '--local-rank=3', '--launcher', 'pytorch']) == \
+    assert accept_dashed_local_rank(['-opt', 'a.yml', '--local-rank=3', '--launcher', 'pytorch']) == \
         ['-opt', 'a.yml', '--local_rank=3', '--launcher', 'pytorch']
-    assert compat.accept_dashed_local_rank(['--local-rank', '1']) == ['--local_rank', '1']
+    assert accept_dashed_local_rank(['--local-rank', '1']) == ['--local_rank', '1']
 
 
 def checked_options(root, **changes):
@@ -392,20 +396,22 @@ def test_unreadable_option_files_are_one_line_errors(tmp_path, monkeypatch, caps
                           ('evil.yml', "evil.yml: line 2: could not determine a constructor for the tag "
                            "'tag:yaml.org,2002:python/object/apply:os.makedirs' (option files are read with a safe")]:
         with pytest.raises(SystemExit) as exit_:
-            option_checks.run_basicsr_pipeline(kind, ['-opt', path])
+            run_basicsr_pipeline(kind, ['-opt', path])
         assert str(exit_.value).startswith(f'basicsr-taylor-{kind}: error: {message}'), str(exit_.value)
         assert '\n' not in str(exit_.value)
     assert sorted(os.listdir(tmp_path)) == ['broken.yml', 'evil.yml']  # no code_ran, nothing else written
-    # BasicSR's own parser, used after the check, is safe too
-    with pytest.raises(yaml.constructor.ConstructorError):
-        yaml.load(open(tmp_path / 'evil.yml'), Loader=basicsr_options.ordered_yaml()[0])
-    assert not osp.exists(tmp_path / 'code_ran')
+    # BasicSR's own reader (the full loader of basicsr.utils.options.ordered_yaml) is not used: its pipelines run
+    # the plugin's parse_options
+    import basicsr.test
+    import basicsr.train
+    assert basicsr.train.parse_options.func is basicsr.test.parse_options.func is parse_options
+    assert basicsr_options.ordered_yaml()[0] is not SafeOrderedLoader and not osp.exists(tmp_path / 'code_ran')
 
 
 def test_train_and_test_help_describe_every_flag(capsys):
     for kind in ('train', 'test'):
         with pytest.raises(SystemExit) as exit_:
-            option_checks.run_basicsr_pipeline(kind, ['--help'])
+            run_basicsr_pipeline(kind, ['--help'])
         assert exit_.value.code == 0
         text = ' '.join(capsys.readouterr().out.split())
         flags = [('-opt FILE', 'option file'), ('--launcher', 'torchrun'), ('--force_yml', 'override options')]
@@ -420,7 +426,7 @@ def test_training_runs_total_iter_on_a_small_dataset(workdir):
     train_pipeline stopped after 21 epochs = 42 of 60 iterations."""
     import basicsr.train
     from basicsr.utils import get_root_logger
-    compat.install_training_fixes()
+    compat.install_training_fixes(parse_options)
     opt = tiny_options(workdir, 'small', total_iter=60, checkpoint_every=60)
     opt['datasets']['train']['batch_size_per_gpu'] = 16
     opt.update(dist=False, rank=0, world_size=1, num_gpu=0)
@@ -491,7 +497,7 @@ def test_a_checkpoint_of_another_scale_is_a_one_line_error(workdir, tmp_path, mo
     opt_path = write_options(opt, str(tmp_path / 'test.yml'))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        option_checks.run_basicsr_pipeline('test', ['-opt', opt_path])
+        run_basicsr_pipeline('test', ['-opt', opt_path])
     assert str(exit_.value) == (f'basicsr-taylor-test: error: {opt_path}: path:pretrain_network_g: checkpoint '
                                 f'{model_path} does not fit the network of network_g: scale (upscale): checkpoint 4, '
                                 'network 2. Use the option file the checkpoint was trained with.')

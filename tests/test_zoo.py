@@ -23,9 +23,9 @@ from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.matlab_functions import imresize
 from basicsr_taylor import export, infer, zoo
 from basicsr_taylor.data import bicubic_downscale, sample_photo
-from basicsr_taylor.utils import options as option_checks
+from basicsr_taylor.options.pipeline import run_basicsr_pipeline
 from basicsr_taylor.utils import tiling
-from basicsr_taylor.utils.checkpoint import CheckpointError
+from basicsr_taylor.models.checkpoint import CheckpointError
 from basicsr_taylor.zoo import registry
 from basicsr_taylor.zoo.bundle import bundle
 
@@ -320,7 +320,7 @@ def test_zoo_name_in_a_test_option_file(zoo_env, tmp_path, monkeypatch):
     opt_path = tmp_path / 'test.yml'
     opt_path.write_text(yaml.safe_dump(opt))
     monkeypatch.chdir(tmp_path)
-    option_checks.run_basicsr_pipeline('test', ['-opt', str(opt_path)])
+    run_basicsr_pipeline('test', ['-opt', str(opt_path)])
     sr = cv2.imread(str(tmp_path / 'results' / 'zoo_test' / 'visualization' / 'Cup' / 'cup_zoo_test.png'))
     with torch.no_grad():
         expected = tensor2img(network_of(weights[2], 2)(img2tensor(lr / 255., bgr2rgb=True, float32=True)[None]))
@@ -332,7 +332,7 @@ def test_zoo_name_in_a_test_option_file(zoo_env, tmp_path, monkeypatch):
         opt['name'] = 'zoo_test_' + value[-2:]
         opt_path.write_text(yaml.safe_dump(opt))
         with pytest.raises(SystemExit) as exit_:
-            option_checks.run_basicsr_pipeline('test', ['-opt', str(opt_path)])
+            run_basicsr_pipeline('test', ['-opt', str(opt_path)])
         assert str(exit_.value).startswith(f'basicsr-taylor-test: error: {opt_path}: path:pretrain_network_g: ')
         assert message in str(exit_.value) and '\n' not in str(exit_.value)
         assert not osp.exists(tmp_path / 'results' / opt['name'])

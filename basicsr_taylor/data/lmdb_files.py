@@ -3,6 +3,7 @@ import os
 import os.path as osp
 import shutil
 
+from ..utils.compat import lmdb_writer_bars
 from .folders import DataPreparationError, Progress
 
 
@@ -45,13 +46,10 @@ def make_lmdb(image_dir, lmdb_path, workers=1, overwrite=False):
     data_bytes = sum(osp.getsize(osp.join(image_dir, f)) for f in names)
     tmp_path = lmdb_path[:-len('.lmdb')] + '.partial.lmdb'
     shutil.rmtree(tmp_path, ignore_errors=True)
-    bar, lmdb_util.tqdm = lmdb_util.tqdm, _bars(image_dir, lmdb_path)
-    try:
+    with lmdb_writer_bars(_bars(image_dir, lmdb_path)):
         lmdb_util.make_lmdb_from_imgs(image_dir, tmp_path, names, [osp.splitext(f)[0] for f in names],
                                       multiprocessing_read=workers > 1, n_thread=max(workers, 1),
                                       map_size=4 * data_bytes + (64 << 20))  # PNG level 1 may be ~2x level 3
-    finally:
-        lmdb_util.tqdm = bar
     shutil.rmtree(lmdb_path, ignore_errors=True)
     os.replace(tmp_path, lmdb_path)
     return True

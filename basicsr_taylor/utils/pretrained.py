@@ -2,7 +2,6 @@
 which file to put where (BasicSR's own download error is a long traceback from inside the model's constructor)."""
 import os
 import os.path as osp
-import warnings
 
 import torch
 
@@ -38,17 +37,3 @@ def ensure_vgg_weights(vgg_type='vgg19'):
             f'the perceptual loss needs {vgg_type} ImageNet weights and downloading {url} failed '
             f'({" ".join(str(err).split())}): put that file at {where}{cached}') from None
     return cached
-
-
-def vgg_weights_first(original):
-    """Wraps VGGFeatureExtractor.__init__ (utils/compat.py installs it): the weights first (:func:`ensure_vgg_weights`);
-    torchvision's two warnings about BasicSR's ``pretrained=`` argument (still supported, same weights) silenced."""
-
-    def __init__(self, layer_name_list, vgg_type='vgg19', *args, **kwargs):
-        ensure_vgg_weights(vgg_type)
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', r".*('pretrained' is deprecated|other than a weight enum)", UserWarning)
-            original(self, layer_name_list, vgg_type, *args, **kwargs)
-
-    __init__.__wrapped__ = original
-    return __init__

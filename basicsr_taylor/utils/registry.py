@@ -4,6 +4,8 @@ import os.path as osp
 
 from basicsr.utils.registry import ARCH_REGISTRY
 
+from .compat import replace_registered_arch
+
 
 def _source_file(cls):
     try:
@@ -27,6 +29,6 @@ def register_arch(cls):
             raise ValueError(f'ARCH_REGISTRY already has a {name} from {_source_file(existing)} '
                              f'({existing.__module__}); {cls.__module__} ({_source_file(cls)}) cannot register '
                              'another class under that name: rename one of them')
-        ARCH_REGISTRY._obj_map[name] = cls  # noqa: SLF001  (BasicSR's Registry has no public replace)
+        replace_registered_arch(name, cls)  # BasicSR's Registry has no public replace (compat)
         return cls
     return ARCH_REGISTRY.register()(cls)

@@ -31,8 +31,8 @@ def load_bundled(entry):
     from basicsr.archs import build_network
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from ..utils.checkpoint import CheckpointError, check_fits, load_state_dict
-    from ..utils.option_keys import OptionError, check_typed
+    from ..models.checkpoint import CheckpointError, check_fits, load_state_dict
+    from ..options.keys import OptionError, check_typed
     path = verify(entry)
     state_dict, _ = load_state_dict(path)  # torch.load(weights_only=True)
     source = f'bundled model {entry["name"]}'
@@ -49,13 +49,13 @@ def load_bundled(entry):
 
 def load_network(model, opt_path=None, folders=None):
     """The network of a --model argument: a bundled model (``zoo:NAME``, or a registered NAME that is not a file),
-    else a checkpoint with its option file (:func:`basicsr_taylor.utils.checkpoint.load_network`).
+    else a checkpoint with its option file (:func:`basicsr_taylor.models.checkpoint.load_network`).
 
     Returns (network, network options, where it came from, registry entry or None for a checkpoint).
     """
     entry = lookup(model, folders)
     if entry is None:
-        from ..utils.checkpoint import load_network as load_checkpoint
+        from ..models.checkpoint import load_network as load_checkpoint
         return (*load_checkpoint(model, opt_path), None)
     if opt_path:
         raise ZooError(f'--opt {opt_path}: the bundled model {entry["name"]} has its own network options; '

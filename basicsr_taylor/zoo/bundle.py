@@ -39,7 +39,7 @@ def bundle(checkpoint, name, folder=PACKAGE_FOLDER, opt_path=None, set5_psnr=Non
     (created if missing); returns the entry."""
     import torch
 
-    from basicsr_taylor.utils.checkpoint import load_network, load_state_dict, network_scale
+    from basicsr_taylor.models.checkpoint import load_network, load_state_dict, network_scale
     if not name or osp.basename(name) != name or name.startswith('.'):
         raise ZooError(f'--name {name!r}: must be a plain file name')
     network, network_opt, _ = load_network(checkpoint, opt_path)  # strict: the weights fit network_g
@@ -68,7 +68,7 @@ def bundle(checkpoint, name, folder=PACKAGE_FOLDER, opt_path=None, set5_psnr=Non
 def main(argv=None):
     args = parse_args(argv)
     import basicsr_taylor  # noqa: F401  (compat fixes before basicsr; registers TaylorSwinIR)
-    from basicsr_taylor.utils.checkpoint import CheckpointError
+    from basicsr_taylor.models.checkpoint import CheckpointError
     try:
         entry = bundle(args.checkpoint, args.name, args.folder or PACKAGE_FOLDER, args.opt, args.set5_psnr)
     except (CheckpointError, ZooError, OSError) as error:

@@ -15,8 +15,8 @@ import torch
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from .option_file import read_option_file
-from .option_keys import OptionError, check_typed
+from ..options.file import read_option_file
+from ..options.keys import OptionError, check_typed
 
 PARAM_KEYS = ('params_ema', 'params')  # preferred first: the EMA weights are the ones BasicSR evaluates
 OPTION_SUFFIXES = ('.yml', '.yaml')

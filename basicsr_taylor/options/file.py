@@ -1,15 +1,14 @@
 """Reading an option file: YAML with the safe loader, and the ``--force_yml KEY:SUBKEY=VALUE`` overrides.
 
-Errors are one line (:class:`OptionError`) naming the file and the YAML line. Below ``options`` (the checks and
-BasicSR's pipelines) and ``checkpoint`` (a network from the option file of an experiment), which both read
-option files with it: imports run options -> checkpoint -> option_file, never back.
+Errors are one line (:class:`OptionError`) naming the file and the YAML line. Read by ``pipeline`` (BasicSR's
+pipelines) and ``models.checkpoint`` (a network from the option file of an experiment).
 """
 import re
 
 import yaml
 
-from .compat import SafeOrderedLoader
-from .option_keys import OptionError
+from ..utils.compat import SafeOrderedLoader
+from .keys import OptionError
 
 __all__ = ['apply_force_yml', 'read_option_file']
 

@@ -1,11 +1,13 @@
-"""Option checks for BasicSR's real-world SR (RealESRNetModel / RealESRGANModel, RealESRGANDataset,
-RealESRGANPairedDataset, SingleImageDataset): what the key check (option_keys) cannot see, i.e. data on disk, the GT
-crop against RealESRGANDataset's fixed 400-pixel one, and the training-pair queue against the batch."""
+"""Option checks for BasicSR's real-world SR (RealESRNetModel / RealESRGANModel and the plugin's subclasses,
+RealESRGANDataset, RealESRGANPairedDataset, SingleImageDataset): what the key check (keys.py) cannot see, i.e. data
+on disk, the GT crop against RealESRGANDataset's fixed 400-pixel one, and the training-pair queue against the
+batch."""
 import os.path as osp
 
-from .image_io import list_images
-from .option_keys import OptionError
+from ..utils.image_io import list_images
+from .keys import OptionError
 
+REAL_ESRGAN_MODELS = ('RealESRNetModel', 'RealESRGANModel', 'TaylorRealESRNetModel', 'TaylorRealESRGANModel')
 REAL_ESRGAN_CROP = 400  # RealESRGANDataset pads or crops every GT image to 400x400 before the degradations
 
 
@@ -49,7 +51,7 @@ def check_real_esrgan(opt):
     """RealESRNetModel / RealESRGANModel training: a RealESRGANDataset, the GT crop (top-level gt_size), the
     training-pair queue against the batch."""
     model, scale = opt['model_type'], opt['scale']
-    if model not in ('RealESRNetModel', 'RealESRGANModel') or not opt.get('is_train') or \
+    if model not in REAL_ESRGAN_MODELS or not opt.get('is_train') or \
             not opt.get('high_order_degradation', True):
         return
     train = opt['datasets']['train']

@@ -1,31 +1,26 @@
-"""Option files: checked before BasicSR uses them, and BasicSR's own train/test pipelines run with them.
+"""The checks of a whole option file beyond its keys: registered types, data on disk and its sizes, the network
+built once, the schedule, precision and a pretrained network that fits.
 
 A wrong option file fails at once, before BasicSR creates or archives anything under experiments/, tb_logger/
-or results/, with one line naming the file and the option key or YAML line at fault (BasicSR itself fails
-later, often with a bare KeyError or assertion, after renaming the experiment folder).
+or results/, with one line naming the option key at fault (BasicSR itself fails later, often with a bare KeyError
+or assertion, after renaming the experiment folder). The file's name is added by pipeline.parse_options.
 """
-import importlib
 import os
 import os.path as osp
-import random
-import sys
 import warnings
 
 from PIL import Image
 
-from . import compat, precision, pretrained
-from .cli import accept_dashed_local_rank, pipeline_parser
-from .image_io import list_images
-from .option_file import apply_force_yml, read_option_file
-from .option_keys import OptionError, _registered, check_keys
-from .real_esrgan_options import check_real_esrgan, check_real_esrgan_dataset
+from ..models import precision
+from ..utils.image_io import list_images
+from .keys import OptionError, _registered, check_keys
+from .real_esrgan import check_real_esrgan, check_real_esrgan_dataset
 
-__all__ = ['OptionError', 'check_options', 'parse_options', 'read_option_file', 'run_basicsr_pipeline']
+__all__ = ['OptionError', 'check_options', 'check_dataset', 'check_network', 'check_schedule']
 
 # the data roots each real-world dataset reads (real_esrgan_options checks the rest)
 REAL_ESRGAN_ROOTS = {'RealESRGANDataset': ('gt', ), 'RealESRGANPairedDataset': ('gt', 'lq'),
                      'SingleImageDataset': ('lq', )}
-PLUGIN_OPTION_KEYS = precision.OPTION_KEYS  # keys the plugin reads beyond BasicSR's own ('train:precision', ...)
 
 
 def _check_registered(registry, name, key):
@@ -167,7 +162,7 @@ def check_schedule(opt):
 def check_options(opt):
     """Raise :class:`OptionError` for the first problem found in a parsed option dict (train or test)."""
     from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
-    check_keys(opt)  # every key known, every required key there (utils/option_keys.py)
+    check_keys(opt)  # every key known, every required key there (keys.py)
     _check_registered(MODEL_REGISTRY, opt.get('model_type'), 'model_type')
     network = opt.get('network_g')
     if not network:
@@ -200,107 +195,8 @@ def check_options(opt):
             raise _not_found('path:pretrain_network_g', pretrain_path, 'file not found')
         pretrain_path = osp.expanduser(pretrain_path)
         if path.get('strict_load_g', True):  # BasicSR's strict load failed with a traceback of every key
-            from .checkpoint import CheckpointError, check_fits, load_state_dict
+            from ..models.checkpoint import CheckpointError, check_fits, load_state_dict
             try:
                 check_fits(built, load_state_dict(pretrain_path)[0], pretrain_path, 'network_g')
             except CheckpointError as err:
                 raise OptionError(f'path:pretrain_network_g: {err}') from None
-
-
-def resolve_bundled_model(opt):
-    """``path:pretrain_network_g: zoo:NAME`` -> the weight file of that bundled model, its SHA-256 checked
-    (basicsr_taylor/zoo)."""
-    from ..zoo import ZooError, resolve
-    path = opt.get('path') or {}
-    if isinstance(path.get('pretrain_network_g'), str):
-        try:
-            path['pretrain_network_g'] = resolve(path['pretrain_network_g'], bare_names=False)
-        except ZooError as err:
-            raise OptionError(f'path:pretrain_network_g: {err}') from None
-
-
-def parse_options(root_path, is_train=True):
-    """basicsr.utils.options.parse_options, with the option file read safely and checked before anything else
-    happens (distributed start, seeding, printing): --force_yml values are parsed as YAML (BasicSR built them into
-    an ``exec`` and ``eval``-ed lists) and applied before the seed is set."""
-    import basicsr.utils.options as basicsr_options
-    from basicsr.utils import set_random_seed
-    from basicsr.utils.dist_util import get_dist_info
-    args = pipeline_parser('train' if is_train else 'test').parse_args(
-        accept_dashed_local_rank(sys.argv[1:]))
-    opt = read_option_file(args.opt)
-    try:
-        forced = apply_force_yml(opt, args.force_yml)
-        opt['auto_resume'], opt['is_train'] = args.auto_resume, is_train
-        try:
-            resolve_bundled_model(opt)
-            check_options(opt)
-        except OptionError as err:
-            err = _exists_from_option_file(err, args.opt)
-            if getattr(err, 'key', None) in forced:
-                raise OptionError(f'--force_yml {forced[err.key]}: {err}') from None
-            raise err
-    except OptionError as err:
-        raise OptionError(f'{args.opt}: {err}') from None
-    perceptual = (opt.get('train') or {}).get('perceptual_opt') if is_train else None
-    if perceptual:  # download the VGG weights (or fail in one line) before BasicSR creates the experiment
-        pretrained.ensure_vgg_weights(perceptual.get('vgg_type', 'vgg19'))
-    # from here on as BasicSR's parse_options
-    if args.launcher == 'none':
-        opt['dist'] = False
-        print('Disable distributed.', flush=True)
-    else:
-        opt['dist'] = True
-        if args.launcher == 'slurm' and 'dist_params' in opt:
-            basicsr_options.init_dist(args.launcher, **opt['dist_params'])
-        else:
-            basicsr_options.init_dist(args.launcher)
-    opt['rank'], opt['world_size'] = get_dist_info()
-    if opt.get('manual_seed') is None:
-        opt['manual_seed'] = random.randint(1, 10000)
-    set_random_seed(opt['manual_seed'] + opt['rank'])
-    if args.debug and not opt['name'].startswith('debug'):
-        opt['name'] = 'debug_' + opt['name']
-    if opt['num_gpu'] == 'auto':
-        import torch
-        opt['num_gpu'] = torch.cuda.device_count()
-    for phase, dataset in opt['datasets'].items():
-        dataset['phase'] = phase.split('_')[0]
-        if 'scale' in opt:
-            dataset['scale'] = opt['scale']
-        for key in ('dataroot_gt', 'dataroot_lq'):
-            if dataset.get(key) is not None:
-                dataset[key] = osp.expanduser(dataset[key])
-    for key, value in opt['path'].items():
-        if value is not None and ('resume_state' in key or 'pretrain_network' in key):
-            opt['path'][key] = osp.expanduser(value)
-    if is_train:
-        root = osp.join(root_path, 'experiments', opt['name'])
-        opt['path'].update(experiments_root=root, models=osp.join(root, 'models'), log=root,
-                           training_states=osp.join(root, 'training_states'),
-                           visualization=osp.join(root, 'visualization'))
-        if 'debug' in opt['name']:
-            if 'val' in opt:
-                opt['val']['val_freq'] = 8
-            opt['logger']['print_freq'] = 1
-            opt['logger']['save_checkpoint_freq'] = 8
-    else:
-        root = osp.join(root_path, 'results', opt['name'])
-        opt['path'].update(results_root=root, log=root, visualization=osp.join(root, 'visualization'))
-    return opt, args
-
-
-def run_basicsr_pipeline(kind, argv=None):
-    """``basicsr.<kind>.<kind>_pipeline`` with root_path = the current directory, so experiments/, tb_logger/ and
-    results/ go where the command runs (and where --auto_resume looks). ``argv`` defaults to sys.argv[1:]."""
-    compat.install_training_fixes()
-    precision.install()  # train:precision / val:precision (autocast, GradScaler)
-    argv = accept_dashed_local_rank(sys.argv[1:] if argv is None else list(argv))
-    pipeline_parser(kind).parse_args(argv)  # --help, and usage errors before anything runs
-    module = importlib.import_module(f'basicsr.{kind}')
-    module.parse_options = parse_options  # the option file read safely and checked before BasicSR uses it
-    sys.argv = [sys.argv[0]] + argv
-    try:
-        getattr(module, f'{kind}_pipeline')(os.getcwd())
-    except (OptionError, pretrained.MissingWeightsError) as err:
-        raise SystemExit(f'basicsr-taylor-{kind}: error: {err}') from None

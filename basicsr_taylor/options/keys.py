@@ -37,9 +37,9 @@ KNOWN = {
          'logger', 'dist_params', 'find_unused_parameters', 'is_train', 'dist', 'rank', 'world_size', 'auto_resume',
          'root_path'},
     'train': {'total_iter', 'warmup_iter', 'optim_g', 'scheduler',
-              'precision'},  # plugin: bf16 | fp16 | fp32 (issue 16)
+              'precision'},  # plugin: bf16 | fp16 | fp32 (models/precision.py)
     'val': {'val_freq', 'save_img', 'metrics', 'suffix', 'pbar',
-            'precision'},  # plugin: bf16 | fp16 | fp32 (issue 16)
+            'precision'},  # plugin: bf16 | fp16 | fp32 (models/precision.py)
     'path': {'pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'experiments_root', 'models',
              'training_states', 'log', 'visualization', 'results_root'},
     'logger': {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'},
