@@ -73,7 +73,7 @@ def prepare_quickstart_data(data_dir=DATA_DIR, workers=1):
 def quickstart_options(dataroots, total_iter=TOTAL_ITER, network=None, name=NAME):
     """The BasicSR option dict of the quickstart run (written to a YAML file for basicsr_taylor.train)."""
     return {
-        'name': name, 'model_type': 'SRModel', 'scale': SCALE, 'num_gpu': 'auto', 'manual_seed': 0,
+        'name': name, 'model_type': 'TaylorSRModel', 'scale': SCALE, 'num_gpu': 'auto', 'manual_seed': 0,
         'datasets': {
             'train': dict(name='SamplePhotos', type='PairedImageDataset', dataroot_gt=dataroots['train_gt'],
                           dataroot_lq=dataroots['train_lq'], filename_tmpl='{}', io_backend=dict(type='lmdb'),
@@ -127,7 +127,7 @@ def options_for_test(train_opt, model_path):
     """Option file for ``basicsr-taylor-test``: the trained model (EMA weights) on the validation images."""
     val = train_opt['datasets']['val']
     return {
-        'name': train_opt['name'] + '_test', 'model_type': 'SRModel', 'scale': SCALE, 'num_gpu': 'auto',
+        'name': train_opt['name'] + '_test', 'model_type': 'TaylorSRModel', 'scale': SCALE, 'num_gpu': 'auto',
         'manual_seed': 0,
         'datasets': {'test_1': dict(name='SamplePhotosVal', type='PairedImageDataset', dataroot_gt=val['dataroot_gt'],
                                     dataroot_lq=val['dataroot_lq'], io_backend=dict(type='disk'))},

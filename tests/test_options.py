@@ -46,6 +46,7 @@ def test_option_file_builds_its_network(path):
     scale = scale_of(path)
     assert opt['scale'] == scale and opt['network_g']['upscale'] == scale
     assert registered(MODEL_REGISTRY, opt['model_type']) and opt['num_gpu'] == 'auto'
+    assert opt['model_type'].startswith('Taylor')  # the plugin's model classes, no notice
     net = build_network(dict(opt['network_g']))  # the full network: built, not run
     assert isinstance(net, TaylorSwinIR) and net.window_size == 48 and net.upscale == scale
     params = sum(p.numel() for p in net.parameters())

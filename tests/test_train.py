@@ -201,6 +201,7 @@ def test_mixed_precision_training_through_the_command(workdir):
     SRModel: the run gets the plugin's TaylorSRModel, with a notice."""
     root, name = workdir, 'amp_tiny'
     opt = tiny_options(root, name, total_iter=2, checkpoint_every=2)
+    opt['model_type'] = 'SRModel'  # BasicSR's name, as in option files written for BasicSR alone
     opt['train']['precision'] = 'bf16'
     opt['val']['precision'] = 'bf16'
     opt['train']['scheduler'] = dict(type='MultiStepLR', milestones=[100], gamma=0.5)  # total_iter can grow
