@@ -1,4 +1,4 @@
-"""Quickstart: train a small TaylorSwinIR x2 on CPU in a few minutes, with no dataset and no GPU.
+"""Quickstart: train a small TaylorSwinIR x2 on the CPU (about ten minutes on 2 cores), with no dataset and no GPU.
 
     basicsr-taylor-quickstart            (or: python -m basicsr_taylor.quickstart)
 

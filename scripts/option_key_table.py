@@ -1,4 +1,4 @@
-"""The option keys BasicSR's own models and datasets read, as basicsr_keys.json for the key check (issue 28).
+"""The option keys BasicSR's own models and datasets read, as basicsr_keys.json for the key check.
 
 basicsr_taylor/options/keys.py reads the table for BasicSR's classes instead of their source; this script
 writes it from the installed BasicSR's source (the same scan that the check uses for the classes not in it). Run it

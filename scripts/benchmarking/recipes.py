@@ -1,4 +1,4 @@
-"""The head-dimension speed table and the light recipes against SwinIR-light (issue 17).
+"""The head-dimension speed table and the light recipes against SwinIR-light.
 
 heads  TaylorSwinIR-w48 at head dimension 30, 15 and 10 (equal width) against BasicSR's SwinIR-w8 with 6 heads
        (its recipe's and SwinIR-light's) and with the Taylor net's default heads, at the light width (embed 60,
