@@ -123,7 +123,8 @@ def test_the_zoo_option_files_train_one_network_at_three_scales():
         assert train['gt_size'] == 48 * scale and f'_X{scale}_sub.lmdb' in train['dataroot_lq']
         assert f'min{48 * scale}_' in train['dataroot_gt']  # sub-images of LR patch x scale
         assert opt['logger']['save_checkpoint_freq'] <= 250 and opt['train']['ema_decay'] == 0.999
-        assert opt['train']['scheduler']['periods'] == [opt['train']['total_iter']]
+        assert sum(opt['train']['scheduler']['periods']) == opt['train']['total_iter']  # every step scheduled
+        assert opt['train']['scheduler']['periods'][0] <= 20000  # a decayed model within 20k iterations
         assert opt['path']['strict_load_g'] is (scale == 2)
         assert all(m['test_y_channel'] and m['crop_border'] == scale for m in opt['val']['metrics'].values())
     assert networks[0] == networks[1] == networks[2]
