@@ -27,12 +27,16 @@ NET = dict(type='TaylorSwinIR', upscale=2, window_size=8, embed_dim=12, depths=[
 def train_options(**changes):
     opt = quickstart_options(ROOTS, total_iter=10, network=NET, name='keys')
     opt['is_train'] = True
+    opt['model_type'] = 'SRModel'  # BasicSR's class: its keys come from the checked-in table
     opt['dist_params'] = dict(backend='nccl', port=29500)
     return change_options(opt, changes)
 
 
 def test_the_recipes_and_the_quickstart_pass():
     check_keys(train_options())
+    quickstart = dict(quickstart_options(ROOTS, total_iter=10, network=NET, name='keys'), is_train=True)
+    assert quickstart['model_type'] == 'TaylorSRModel'
+    check_keys(quickstart)
     test = options_for_test(train_options(), 'model.pth')
     test['is_train'] = False
     check_keys(test)
@@ -228,7 +232,7 @@ def test_basicsr_classes_are_checked_without_reading_their_source(monkeypatch):
     assert opt['model_type'] == 'SRModel' and opt['datasets']['train']['type'] == 'PairedImageDataset'
     check_keys(opt)
     test = options_for_test(train_options(), 'model.pth')
-    test['is_train'] = False
+    test['is_train'], test['model_type'] = False, 'SRModel'
     check_keys(test)
     with pytest.raises(OptionError, match="^datasets:train:gt_sise: unknown key; did you mean 'gt_size'"):
         check_keys(train_options(**{'datasets:train:gt_sise': 64}))

@@ -202,7 +202,7 @@ def test_recipes_mirror_real_esrgan_and_pass_the_checks(workdir):
         assert opt['gt_size'] // opt['scale'] == 2 * opt['network_g']['window_size']  # LR patch: 2x2 windows
         assert opt['queue_size'] % opt['datasets']['train']['batch_size_per_gpu'] == 0
         assert opt['resize_prob'] == [0.2, 0.7, 0.1] and opt['jpeg_range2'] == [30, 95]
-    assert net['model_type'] == 'RealESRNetModel' and gan['model_type'] == 'RealESRGANModel'
+    assert net['model_type'] == 'TaylorRealESRNetModel' and gan['model_type'] == 'TaylorRealESRGANModel'
     assert gan['path']['pretrain_network_g'] == f'experiments/{net["name"]}/models/net_g_latest.pth'
     assert gan['path']['param_key_g'] == 'params_ema' and gan['network_g'] == net['network_g']
     assert gan['network_d']['type'] == 'UNetDiscriminatorSN' and gan['train']['gan_opt']['loss_weight'] == 0.1
@@ -228,7 +228,7 @@ def test_recipes_mirror_real_esrgan_and_pass_the_checks(workdir):
      "datasets:train:gt_sise: unknown key; did you mean 'gt_size'?"),
     (lambda o: o['datasets'].update(train=dict(o['datasets']['val'], gt_size=32, use_hflip=True, use_rot=False,
                                                batch_size_per_gpu=2, num_worker_per_gpu=0)),
-     'datasets:train:type must be RealESRGANDataset for RealESRGANModel'),
+     'datasets:train:type must be RealESRGANDataset for TaylorRealESRGANModel'),
     (lambda o: o['datasets']['train'].update(gt_size=256), 'datasets:train:gt_size=256 differs from gt_size=32'),
     (lambda o: o['datasets']['train'].update(kernel_prob=[1.0]), 'datasets:train:kernel_prob needs one probability'),
 ])
