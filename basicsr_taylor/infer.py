@@ -82,6 +82,7 @@ from tqdm import tqdm  # noqa: E402
 import basicsr_taylor  # noqa: E402,F401  (compat fixes before basicsr; registers TaylorSwinIR)
 from basicsr.utils import img2tensor, tensor2img  # noqa: E402
 from basicsr_taylor import zoo  # noqa: E402
+from basicsr_taylor.archs.shifted_windows import pad_to_multiple  # noqa: E402
 from basicsr_taylor.models.checkpoint import (  # noqa: E402,F401  (infer.load_network: a checkpoint's network)
     CheckpointError, load_network, network_in_channels, network_scale, network_window_size)
 from basicsr_taylor.utils.image_io import (  # noqa: E402
@@ -138,6 +139,8 @@ class Upscaler:
     def __init__(self, network, scale, device, precision='fp32', tile=0, tile_overlap=32, progress=False,
                  align=None):
         self.align = align or network_window_size(network, {})  # tiles start on the network's padding grid
+        # BasicSR's SwinIR does not pad its input (its SwinIRModel does, at test time): pad here as it does
+        self.pad = 1 if hasattr(network, 'pad_multiple') else network_window_size(network, {})
         check_tile_options(tile, tile_overlap, self.align)
         check_precision(precision, device)
         self.network = network.to(device).eval()
@@ -151,15 +154,16 @@ class Upscaler:
 
     @torch.no_grad()  # not inference_mode: tensors the network caches (region ids) must stay usable in training
     def _forward(self, x):
-        x = x.to(self.device)
+        height, width = x.shape[-2:]
+        x = pad_to_multiple(x.to(self.device), self.pad)  # reflect-padded bottom and right, cropped off below
         if self.dtype != torch.float32:
             with torch.autocast(device_type=self.device.type, dtype=self.dtype):
                 out = self.network(x).float()
             if torch.isfinite(out).all():
-                return out
+                return out[..., :height * self.scale, :width * self.scale]
             self.fp32_fallbacks += 1
-            logger.warning('non-finite %s output on a %dx%d tile: recomputed in fp32', self.dtype, *x.shape[-2:])
-        return self.network(x).float()
+            logger.warning('non-finite %s output on a %dx%d tile: recomputed in fp32', self.dtype, height, width)
+        return self.network(x).float()[..., :height * self.scale, :width * self.scale]
 
     def __call__(self, x):
         return tiled_forward(self._forward, x, self.scale, self.tile, self.tile_overlap, self.align, self.progress)

@@ -146,3 +146,20 @@ def test_a_misspelled_network_key_is_an_error_not_a_default(tmp_path):
         assert str(error.value).endswith("train_tiny.yml: network_g:window_sise: unknown key; did you mean "
                                          "'window_size'?" if opt is None else "typo.yml: network_g:window_sise: "
                                          "unknown key; did you mean 'window_size'?"), str(error.value)
+
+
+def test_basicsr_swinir_is_padded_as_its_model_pads_it():
+    """BasicSR's SwinIR needs inputs of whole windows (its SwinIRModel reflect-pads them at test time): the Upscaler
+    pads and crops the same way, so a SwinIR checkpoint upscales any size."""
+    import torch.nn.functional as F
+
+    from basicsr_taylor import infer
+    from basicsr.archs.swinir_arch import SwinIR
+    torch.manual_seed(0)
+    network = SwinIR(upscale=2, img_size=8, window_size=4, embed_dim=12, depths=[1], num_heads=[2], mlp_ratio=2,
+                     upsampler='pixelshuffle').eval()
+    x = torch.rand(1, 3, 10, 13)
+    out = infer.Upscaler(network, 2, torch.device('cpu'))(x)
+    with torch.no_grad():
+        expected = network(F.pad(x, (0, 3, 0, 2), 'reflect'))[..., :20, :26]  # SwinIRModel.test's padding
+    assert out.shape == (1, 3, 20, 26) and torch.allclose(out, expected, atol=1e-6)

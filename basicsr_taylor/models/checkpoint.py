@@ -213,7 +213,11 @@ def network_window_size(network, network_opt):
     """The input-pixel grid the network pads to: window_size, times patch_size for TaylorSwinIR with p > 1."""
     if hasattr(network, 'pad_multiple'):
         return int(network.pad_multiple)
-    return int(getattr(network, 'window_size', network_opt.get('window_size', 1)))
+    for module in network.modules():  # BasicSR's SwinIR keeps it in its blocks (an int, or a tuple in attention)
+        if hasattr(module, 'window_size'):
+            size = module.window_size
+            return int(size[0] if isinstance(size, (tuple, list)) else size)
+    return int(network_opt.get('window_size', 1))
 
 
 __all__ = ['CheckpointError', 'load_state_dict', 'read_network_options', 'find_option_file', 'describe_weights',
