@@ -90,7 +90,8 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=('none', 'pytorch', 'slurm'), default='none')
     parser.add_argument('--nproc-per-node', type=int, default=1, help='GPUs per variant with --launcher pytorch')
     parser.add_argument('--templates', default=TEMPLATES, help='folder with base.yml and experiments.yml')
-    parser.add_argument('--dry-run', action='store_true', help='write the option files only')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='prepare the training data and write the option files; train nothing')
     parser.add_argument('--no-estimate', action='store_true', help='do not estimate the grid\'s time first')
     parser.add_argument('--report-only', action='store_true', help='only rewrite the tables and plots from records')
     args = parser.parse_args(argv)
