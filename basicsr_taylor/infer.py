@@ -155,7 +155,9 @@ class Upscaler:
     @torch.no_grad()  # not inference_mode: tensors the network caches (region ids) must stay usable in training
     def _forward(self, x):
         height, width = x.shape[-2:]
-        x = pad_to_multiple(x.to(self.device), self.pad)  # reflect-padded bottom and right, cropped off below
+        x = x.to(self.device)
+        if self.pad > 1:  # reflect-padded bottom and right, cropped off below (pad_to_multiple copies the tile)
+            x = pad_to_multiple(x, self.pad)
         if self.dtype != torch.float32:
             with torch.autocast(device_type=self.device.type, dtype=self.dtype):
                 out = self.network(x).float()
