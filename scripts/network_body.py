@@ -30,12 +30,12 @@ def main(argv=None):
 
     import torch
 
+    from basicsr_taylor.models.checkpoint import CheckpointError, load_state_dict
     from basicsr_taylor.utils.files import atomic_path
-    if not osp.isfile(args.checkpoint):
-        sys.exit(f'checkpoint not found: {args.checkpoint}')
-    checkpoint = torch.load(args.checkpoint, map_location='cpu', weights_only=True)  # tensors only, no code
-    key = next((k for k in ('params_ema', 'params') if k in checkpoint), None)
-    weights = checkpoint[key] if key else checkpoint
+    try:
+        weights, key = load_state_dict(args.checkpoint)  # params_ema, else params; weights only, no code
+    except CheckpointError as error:
+        sys.exit(str(error))
     kept = body(weights)
     if len(kept) == len(weights):
         sys.exit(f'{args.checkpoint}: no {UPSAMPLER}* weights: not a pixelshuffle SwinIR/TaylorSwinIR checkpoint')
