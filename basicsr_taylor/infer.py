@@ -262,7 +262,9 @@ def load_model(model=None, scale=None, opt_path=None):
     if model is None:
         entry = zoo.for_scale(scale or DEFAULT_SCALE)
         if entry is None:
-            raise zoo.ZooError(f'no bundled model for x{scale or DEFAULT_SCALE} yet; pass --model CHECKPOINT')
+            have = ', '.join(sorted({f'x{known["scale"]}' for known in zoo.entries()})) or 'none'
+            raise zoo.ZooError(f'no bundled model for x{scale or DEFAULT_SCALE} yet (bundled: {have}); '
+                               'pass --model CHECKPOINT')
         if opt_path:
             raise ValueError(f'--opt {opt_path} needs --model (a checkpoint); the bundled models bring their options')
         model = zoo.PREFIX + entry['name']

@@ -2,6 +2,7 @@
 --model, zoo:NAME in option files and for export, default tiling. Tiny test-made models stand in for the trained
 ones (registered in a temporary folder named by BASICSR_TAYLOR_ZOO); the package's own models are checked when
 there are any."""
+import csv
 import json
 import os
 import os.path as osp
@@ -202,7 +203,7 @@ def test_no_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):
     photo(tmp_path / 'cat.png')
     assert infer.main(['-i', str(tmp_path / 'cat.png'), '-o', str(tmp_path / 'out'), '--scale', '3']) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        'error: no bundled model for x3 yet; pass --model CHECKPOINT'
+        'error: no bundled model for x3 yet (bundled: none); pass --model CHECKPOINT'
     with pytest.raises(SystemExit) as done:
         infer.parse_args(['--list-models'])
     assert done.value.code == 0
@@ -213,6 +214,20 @@ def test_no_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):
     assert done.value.code == 2
     assert capsys.readouterr().err.strip() == \
         f'error: no models.json in the zoo folder {tmp_path / "nowhere"} (named by BASICSR_TAYLOR_ZOO)'
+
+
+def test_a_scale_without_a_bundled_model_names_the_scales_there_are(tiny_zoo, tmp_path, monkeypatch, capsys):
+    folder = copy_zoo(tiny_zoo[0], tmp_path)
+    content = json.loads((folder / 'models.json').read_text())
+    content['models'] = [entry for entry in content['models'] if entry['scale'] != 3]
+    (folder / 'models.json').write_text(json.dumps(content))
+    monkeypatch.setattr(registry, 'PACKAGE_FOLDER', str(folder))
+    monkeypatch.delenv(zoo.ZOO_ENV, raising=False)
+    photo(tmp_path / 'cat.png')
+    assert infer.main(['-i', str(tmp_path / 'cat.png'), '-o', str(tmp_path / 'out'), '--scale', '3']) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        'error: no bundled model for x3 yet (bundled: x2, x4); pass --model CHECKPOINT'
+    assert not (tmp_path / 'out').exists()
 
 
 def test_list_models_imports_neither_torch_nor_basicsr(tiny_zoo, tmp_path):
@@ -413,3 +428,42 @@ def test_network_body_drops_the_upsampler_and_the_rest_loads_at_another_scale(ti
                              str(tmp_path / 'again.pth')], capture_output=True, text=True)
     assert broken.returncode != 0 and 'no upsample.* weights' in broken.stderr
     assert not (tmp_path / 'again.pth').exists()
+
+
+def test_zoo_curves_put_x2_after_the_pilot_and_keep_a_revalidated_step_last(tmp_path, capsys):
+    """scripts/zoo_curves.py: the tb_logger scalars of each run (every event file, a later start's value winning),
+    x2's iterations counted on from the pilot's last point in the ablation's curves.csv, files written."""
+    import importlib.util
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+    spec = importlib.util.spec_from_file_location('zoo_curves', osp.join(REPO, 'scripts', 'zoo_curves.py'))
+    zoo_curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo_curves)
+    tb_root = tmp_path / 'tb_logger'
+    starts = {2: [{1000: 36.1, 2000: 36.2}, {2000: 36.4, 3000: 36.5}], 3: [{1000: 30.0}]}
+    for scale, segments in starts.items():
+        for segment in segments:
+            writer = SummaryWriter(str(tb_root / f'zoo_TaylorSwinIR-small_x{scale}'))
+            for step, psnr in segment.items():
+                writer.add_scalar('metrics/Set5/psnr', psnr, step)
+                writer.add_scalar('metrics/Set5/ssim', psnr / 40, step)
+                writer.add_scalar('losses/l_pix', 0.1, step)
+            writer.close()
+            time.sleep(0.05)  # the next start's event file is the newer one
+    pilot = tmp_path / 'curves.csv'
+    pilot.write_text('variant,seed,dataset,iter,psnr,ssim,cpu_hours,wall_hours\n'
+                     'TaylorSwinIR-w24,0,Set5,4000,35.0,0.95,1.0,1.1\nTaylorSwinIR-w24,0,Set5,8000,36.0,0.95,2.0,2.2\n'
+                     'SwinIR-w8,0,Set5,8000,35.5,0.95,1.0,1.1\nTaylorSwinIR-w24,1,Set5,8000,35.9,0.95,2.0,2.2\n')
+    out = tmp_path / 'docs'
+    assert zoo_curves.main(['--tb-root', str(tb_root), '--pilot', str(pilot), '--out', str(out)]) == 0
+    with open(out / 'curves.csv', newline='') as f:
+        table = [(r['model'][-2:], r['dataset'], int(r['iteration']), float(r['psnr']), r['stage'])
+                 for r in csv.DictReader(f)]
+    assert table == [('x2', 'Set5', 4000, 35.0, 'pilot'), ('x2', 'Set5', 8000, 36.0, 'pilot'),
+                     ('x2', 'Set5', 9000, 36.1, 'zoo'), ('x2', 'Set5', 10000, 36.4, 'zoo'),
+                     ('x2', 'Set5', 11000, 36.5, 'zoo'), ('x3', 'Set5', 1000, 30.0, 'zoo')]
+    assert (out / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert zoo_curves.main(['--tb-root', str(tmp_path / 'none'), '--out', str(tmp_path / 'x')]) == 2
+    assert 'no run zoo_TaylorSwinIR-small_x{2,3,4} under' in capsys.readouterr().err
+    assert not (tmp_path / 'x').exists()
