@@ -121,11 +121,10 @@ def main(argv=None):
     from basicsr_taylor.utils.files import atomic_path, write_atomically
     try:
         table = rows(args.tb_root, args.pilot)
+        if not table:
+            raise FileNotFoundError(f'no run {RUN.format("{2,3,4}")} under {args.tb_root}')
     except (OSError, ValueError, KeyError) as error:
         print(f'error: {error}', file=sys.stderr)
-        return 2
-    if not table:
-        print(f'error: no run {RUN.format("{2,3,4}")} under {args.tb_root}', file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
     text = io.StringIO()
