@@ -12,8 +12,6 @@ EMA holds under 2% of the random initial weights), both atomically.
 import argparse
 import csv
 import glob
-import io
-import os
 import sys
 from os import path as osp
 
@@ -21,7 +19,6 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 RUN = 'zoo_TaylorSwinIR-small_x{}'
 PILOT_VARIANT = 'TaylorSwinIR-w24'
-FIELDS = ('model', 'dataset', 'iteration', 'psnr', 'ssim', 'stage')
 
 
 def tb_points(run_dir):
@@ -118,7 +115,7 @@ def main(argv=None):
     parser.add_argument('--from-iter', type=int, default=4000,
                         help='the y axes span the points from this iteration on (default 4000: EMA 0.999 start-up)')
     args = parser.parse_args(argv)
-    from basicsr_taylor.utils.files import atomic_path, write_atomically
+    from basicsr_taylor.utils.files import atomic_path, write_csv_atomically
     try:
         table = rows(args.tb_root, args.pilot)
         if not table:
@@ -126,12 +123,7 @@ def main(argv=None):
     except (OSError, ValueError, KeyError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    os.makedirs(args.out, exist_ok=True)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=FIELDS, lineterminator='\n')
-    writer.writeheader()
-    writer.writerows(table)
-    write_atomically(osp.join(args.out, 'curves.csv'), text.getvalue())
+    write_csv_atomically(osp.join(args.out, 'curves.csv'), table)
     fig, plt = figure(table, args.from_iter)
     with atomic_path(osp.join(args.out, 'curves.png')) as temp_path:
         fig.savefig(temp_path, dpi=110, format='png')

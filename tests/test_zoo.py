@@ -194,15 +194,21 @@ def test_a_checkpoint_and_a_contradicting_scale(tmp_path, capsys):
     assert infer.main(base) == 0
 
 
+def infer_error_with_only(folder, scale, tmp_path, monkeypatch, capsys):
+    """The last stderr line of basicsr-taylor-infer --scale SCALE without --model when the package's zoo is
+    ``folder`` and BASICSR_TAYLOR_ZOO is unset; the exit code must be 2. The package folder stays patched."""
+    monkeypatch.setattr(registry, 'PACKAGE_FOLDER', str(folder))
+    monkeypatch.delenv(zoo.ZOO_ENV, raising=False)
+    photo(tmp_path / 'cat.png')
+    assert infer.main(['-i', str(tmp_path / 'cat.png'), '-o', str(tmp_path / 'out'), '--scale', str(scale)]) == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_no_bundled_model_is_one_line(tmp_path, monkeypatch, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
     (empty / 'models.json').write_text('{"models": []}\n')
-    monkeypatch.setattr(registry, 'PACKAGE_FOLDER', str(empty))
-    monkeypatch.delenv(zoo.ZOO_ENV, raising=False)
-    photo(tmp_path / 'cat.png')
-    assert infer.main(['-i', str(tmp_path / 'cat.png'), '-o', str(tmp_path / 'out'), '--scale', '3']) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+    assert infer_error_with_only(empty, 3, tmp_path, monkeypatch, capsys) == \
         'error: no bundled model for x3 yet (bundled: none); pass --model CHECKPOINT'
     with pytest.raises(SystemExit) as done:
         infer.parse_args(['--list-models'])
@@ -221,11 +227,7 @@ def test_a_scale_without_a_bundled_model_names_the_scales_there_are(tiny_zoo, tm
     content = json.loads((folder / 'models.json').read_text())
     content['models'] = [entry for entry in content['models'] if entry['scale'] != 3]
     (folder / 'models.json').write_text(json.dumps(content))
-    monkeypatch.setattr(registry, 'PACKAGE_FOLDER', str(folder))
-    monkeypatch.delenv(zoo.ZOO_ENV, raising=False)
-    photo(tmp_path / 'cat.png')
-    assert infer.main(['-i', str(tmp_path / 'cat.png'), '-o', str(tmp_path / 'out'), '--scale', '3']) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+    assert infer_error_with_only(folder, 3, tmp_path, monkeypatch, capsys) == \
         'error: no bundled model for x3 yet (bundled: x2, x4); pass --model CHECKPOINT'
     assert not (tmp_path / 'out').exists()
 

@@ -1,11 +1,9 @@
 """Tables and plots of the ablation runner's records: results.md, results.csv and PNG plots per experiment, and
 curves.csv/curves.png when the records carry validation curves (each written atomically)."""
-import csv
-import io
 import os
 import os.path as osp
 
-from ..utils.files import atomic_path, write_atomically
+from ..utils.files import atomic_path, write_atomically, write_csv_atomically
 from . import curves
 from .intervals import AS_GOOD_MARGIN, mean_std, paired_difference, verdict
 
@@ -143,14 +141,6 @@ def summary_rows(summary, sets):
     return out
 
 
-def _write_csv(path, table):
-    text = io.StringIO(newline='')
-    writer = csv.DictWriter(text, fieldnames=list(table[0]))
-    writer.writeheader()
-    writer.writerows(table)
-    write_atomically(path, text.getvalue())
-
-
 def write_reports(records, out_dir, experiment, spec, args):
     """results.md, results.csv (every run), summary.csv (per variant), plots and, for records with validation
     curves, curves.csv and a 'Validation curves' section, for one experiment; returns the paths written."""
@@ -159,13 +149,13 @@ def write_reports(records, out_dir, experiment, spec, args):
     table, sets = rows(records)
     summary, _ = summarise(records, baseline)
     csv_path, summary_path = osp.join(out_dir, 'results.csv'), osp.join(out_dir, 'summary.csv')
-    _write_csv(csv_path, table)
-    _write_csv(summary_path, summary_rows(summary, sets))
+    write_csv_atomically(csv_path, table)
+    write_csv_atomically(summary_path, summary_rows(summary, sets))
     md_path = osp.join(out_dir, 'results.md')
     curve_rows = curves.curve_rows(records)
     extra = [osp.join(out_dir, 'curves.csv')] if curve_rows else []
     if curve_rows:
-        _write_csv(extra[0], curve_rows)
+        write_csv_atomically(extra[0], curve_rows)
     write_atomically(md_path, (
         f'# Ablation: {experiment}\n\n{" ".join(str(spec.get("description", "")).split())}\n\n'
         f'x{args.scale}, {args.iters} iterations per run, seeds {",".join(map(str, args.seeds))}, base LR patch '

@@ -1,5 +1,7 @@
 """Writing files so that no file ever reads as complete while it is half-written."""
 import contextlib
+import csv
+import io
 import os
 import tempfile
 from os import path as osp
@@ -40,3 +42,13 @@ def write_atomically(path, data):
         with open(temp_path, 'wb') as f:
             f.write(data)
     return path
+
+
+def write_csv_atomically(path, rows):
+    """Write ``rows`` (dicts with the same keys, the first row's order giving the columns) as a CSV file with a
+    header line, through :func:`atomic_path`."""
+    text = io.StringIO(newline='')
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomically(path, text.getvalue())
