@@ -107,6 +107,15 @@ def test_bundle_writes_the_ema_weights_and_a_registry_entry(tiny_zoo):
     assert [model['set5_psnr'] for model in models] == [30.12, None, None]
 
 
+def test_bundling_a_name_again_replaces_its_entry_in_place(tiny_zoo, tmp_path):
+    folder = copy_zoo(tiny_zoo[0], tmp_path)
+    checkpoint = osp.join(osp.dirname(tiny_zoo[0]), 'experiments', 'tiny_x3', 'models', 'net_g_latest.pth')
+    entry = bundle(checkpoint, 'Tiny-x3', str(folder), set5_psnr=31.5)
+    models = json.loads((folder / 'models.json').read_text())['models']
+    assert [model['name'] for model in models] == ['Tiny-x2', 'Tiny-x3', 'Tiny-x4'] and models[1] == entry
+    assert entry['set5_psnr'] == 31.5 and entry['sha256'] == registry.sha256_of(str(folder / 'Tiny-x3.pth'))
+
+
 def test_a_registered_model_loads_strictly_into_the_network_its_entry_names(zoo_env, tmp_path):
     folder, weights = zoo_env
     network, network_opt, source, entry = zoo.load_network('zoo:Tiny-x3')

@@ -6,7 +6,7 @@
 The checkpoint's ``params_ema`` (else ``params``) must load strictly into the ``network_g`` of its option file
 (found beside the checkpoint as for basicsr-taylor-infer, or --opt). The weights are written as ``{'params': ...}``,
 which BasicSR's loader reads with ``param_key_g`` ``params`` or ``params_ema``; a file over 5 MB is refused.
-An entry of the same name is replaced.
+An entry of the same name is replaced in its place (the order of ``--list-models`` stays); a new one is appended.
 """
 import argparse
 import json
@@ -60,7 +60,11 @@ def bundle(checkpoint, name, folder=PACKAGE_FOLDER, opt_path=None, set5_psnr=Non
     if osp.isfile(registry):
         with open(registry, encoding='utf-8') as f:
             models = json.load(f)['models']
-    models = [model for model in models if model['name'] != name] + [entry]
+    names = [model['name'] for model in models]
+    if name in names:  # replaced where it stands, so the listing keeps its order
+        models[names.index(name)] = entry
+    else:
+        models.append(entry)
     write_atomically(registry, json.dumps({'models': models}, indent=2) + '\n')
     return entry
 
